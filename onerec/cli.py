@@ -1,0 +1,63 @@
+"""The ``onerec`` command: one subcommand per pipeline stage, each a plain function in its stage module.
+
+Stage modules keep heavy imports (torch, faiss) inside their command functions so ``onerec --help`` is fast.
+Expected errors (bad input, bad config) print one line ``error: ...`` and exit with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from onerec import __version__
+
+app = typer.Typer(
+    name="onerec",
+    help="OneRec: semantic IDs, an encoder-decoder with an MoE decoder, a session reward model and iterative DPO.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the onerec version."""
+    typer.echo(__version__)
+
+
+def _register() -> None:
+    """Attach each stage's commands (the order is the pipeline's)."""
+    # One block per stage, in pipeline order; each stage's CLI module keeps heavy imports inside its functions.
+
+
+def main(argv: list[str] | None = None) -> int:
+    from onerec.config import ConfigError
+    from onerec.io import OnerecError
+
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except (OnerecError, ConfigError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except Exception as err:  # click usage errors come as click.exceptions.ClickException
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            return err.exit_code
+        if isinstance(err, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

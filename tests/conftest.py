@@ -1,0 +1,36 @@
+"""Shared fixtures. Real-data tests use ``datasets_dir`` and skip, with a reason, when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _datasets_path() -> Path:
+    env = os.environ.get("ONEREC_DATASETS")
+    return Path(env) if env else REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    """``../shared/datasets`` (or $ONEREC_DATASETS); skips the test when it is not there."""
+    path = _datasets_path()
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI run without the real datasets at {path}")
+        pytest.skip(f"real datasets not found at {path} (set ONEREC_DATASETS)")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _few_threads() -> None:
+    """Tests run on 2 cores; keep torch from oversubscribing them."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
