@@ -30,6 +30,9 @@ def version() -> None:
 def _register() -> None:
     """Attach each stage's commands (the order is the pipeline's)."""
     # One block per stage, in pipeline order; each stage's CLI module keeps heavy imports inside its functions.
+    from onerec.simulate.cli import app as simulate_app
+
+    app.add_typer(simulate_app, name="simulate")
     from onerec.data.cli import app as data_app
 
     app.add_typer(data_app, name="data")
