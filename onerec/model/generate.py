@@ -1,0 +1,237 @@
+"""Trie-constrained batched beam search that writes sessions of m distinct items (ONEREC.md section 4).
+
+Design choices
+- One beam search over code tokens: for each of the m items, D constrained steps. At every step each
+  beam's next-token log-probs (the level-local softmax, the same as in training and ``sequence_logp``) are
+  masked to the tokens the trie allows from the beam's node, the best ``beam_size`` (beam, token) pairs
+  of each request survive (``topk`` over beams x tokens, sorted best first), and after D steps the leaf
+  names the item. Beam scores are sums of *unrenormalised* log-probs, so ``logp == model.sequence_logp``.
+- No repeats and ``exclude``: a beam's banned items (already chosen in its session, plus the request's
+  excluded items) must never complete. Masking only leaves is not enough: a prefix whose every completion
+  is banned would strand the beam. So a token is allowed only if the subtree it leads to still holds a
+  non-banned item: ``node_count[child] - banned_under(child) > 0``, where ``node_count`` is the number of
+  items under each trie node (computed once from the items' node paths) and ``banned_under`` counts the
+  beam's banned items whose path passes through that child. Every surviving prefix therefore completes to
+  a valid, new item, even in tiny catalogues.
+- Too few candidates: if fewer than ``beam_size`` distinct sessions exist, the missing beams come back
+  with items -1 and logp -inf (last, since beams are sorted). Fewer than m allowed items is an error.
+- Two scorers behind one search loop (:class:`DecodeMode`): ``cached`` keeps a decoder self-attention KV
+  cache that follows the beams (``index_select`` on reorder) and feeds one new token per step (two at an
+  item boundary: the last code and the next BOS); ``full`` is the reference that re-runs the whole decoder
+  on every beam's full prefix each step. Both use cross-attention keys/values projected once per request.
+  Same search loop, so the two give the same sessions; tests and the benchmark assert it.
+- Deterministic: no sampling; ``topk`` ties resolve the same way on every run.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from onerec.io import OnerecError
+from onerec.model.layers import KVCache
+from onerec.model.onerec import BOS, OneRec
+
+
+class DecodeMode(str, enum.Enum):
+    """How the decoder is evaluated at each beam-search step."""
+
+    CACHED = "cached"  # KV cache for self-attention, one new token per step
+    FULL = "full"  # reference: recompute the decoder over the whole prefix every step
+
+
+@dataclass
+class SessionBeams:
+    """The N best sessions per request, best first."""
+
+    items: torch.Tensor  # (B, N, m) long; -1 only for beams that could not be filled
+    logp: torch.Tensor  # (B, N) float; sum of the code tokens' log-probs (-inf for unfilled beams)
+
+
+class TrieCounts:
+    """Each item's node path in the trie and the number of items under each node."""
+
+    def __init__(self, trie: Any, item_codes: torch.Tensor) -> None:
+        n_items, depth = item_codes.shape
+        if int(trie.depth) != depth:
+            raise OnerecError(f"trie depth {trie.depth} != model code depth {depth}")
+        nodes = torch.full((n_items,), int(trie.root), dtype=torch.long)
+        path = [nodes]
+        for d in range(depth):
+            nodes = trie.step(nodes, item_codes[:, d]).to(item_codes.device)
+            path.append(nodes)
+        self.path = torch.stack(path, dim=1)  # (I, D + 1)
+        leaf_items = trie.item_at(nodes).to(item_codes.device)
+        wrong = int((leaf_items != torch.arange(n_items, device=item_codes.device)).sum())
+        if wrong:
+            raise OnerecError(f"trie and model codes disagree on {wrong} of {n_items} items (other tokenizer?)")
+        self.node_count = torch.bincount(self.path.reshape(-1), minlength=int(self.path.max()) + 1)  # (nodes,)
+
+
+class _CachedScorer:
+    def __init__(self, model: OneRec, cross: list, memory_mask: torch.Tensor, group: int) -> None:
+        self.model, self.cross, self.memory_mask, self.group = model, cross, memory_mask, group
+        b = memory_mask.shape[0] * group
+        cfg = model.config
+        k0 = cross[0][0]
+        self.cache = KVCache(cfg.decoder_layers, b, cfg.n_heads, model.max_decoder_len,
+                             cfg.d_model // cfg.n_heads, k0.dtype, k0.device)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.cache.reorder(index)
+
+    def feed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (BN, T) -> hidden (BN, C) of the last new position."""
+        hidden, _ = self.model.decode(tokens, self.cross, self.memory_mask, start=self.cache.length,
+                                      group=self.group, cache=self.cache)
+        return hidden[:, -1]
+
+
+class _FullScorer:
+    def __init__(self, model: OneRec, cross: list, memory_mask: torch.Tensor, group: int) -> None:
+        self.model, self.cross, self.memory_mask, self.group = model, cross, memory_mask, group
+        b = memory_mask.shape[0] * group
+        self.prefix = torch.empty(b, 0, dtype=torch.long, device=memory_mask.device)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.prefix = self.prefix[index]
+
+    def feed(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.prefix = torch.cat([self.prefix, tokens], dim=1)
+        hidden, _ = self.model.decode(self.prefix, self.cross, self.memory_mask, group=self.group)
+        return hidden[:, -1]
+
+
+def _dedup_rows(items: torch.Tensor) -> torch.Tensor:
+    """(B, e) item ids -> same shape with repeats within a row (and negatives) set to -1."""
+    items, _ = items.sort(dim=1)
+    repeat = torch.zeros_like(items, dtype=torch.bool)
+    repeat[:, 1:] = items[:, 1:] == items[:, :-1]
+    return items.masked_fill(repeat | (items < 0), -1)
+
+
+@torch.no_grad()
+def generate_sessions(
+    model: OneRec,
+    trie: Any,
+    history: torch.Tensor,
+    n_items: int,
+    beam_size: int,
+    exclude: torch.Tensor | None = None,
+    history_ts: torch.Tensor | None = None,
+    mode: DecodeMode | str = DecodeMode.CACHED,
+    counts: TrieCounts | None = None,
+) -> SessionBeams:
+    """Beam search for sessions of ``n_items`` distinct items per request.
+
+    history (B, n) item ids padded with -1; exclude (B, e) items that must not appear (-1 = padding);
+    ``counts`` may be passed to reuse the trie bookkeeping across calls. Returns SessionBeams (B, N, m)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _beam_search(model, trie, history, n_items, beam_size, exclude, history_ts, DecodeMode(mode), counts)
+    finally:
+        model.train(was_training)
+
+
+def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beams: int,
+                 exclude: torch.Tensor | None, history_ts: torch.Tensor | None, mode: DecodeMode,
+                 counts: TrieCounts | None) -> SessionBeams:
+    device = model.item_codes.device
+    history = history.to(device)
+    b, d, v = history.shape[0], model.depth, max(model.level_sizes)
+    if m < 1 or n_beams < 1:
+        raise OnerecError(f"n_items ({m}) and beam_size ({n_beams}) must be >= 1")
+    if m > model.config.max_session_items:
+        raise OnerecError(f"n_items={m} exceeds model.max_session_items={model.config.max_session_items}")
+    counts = counts or TrieCounts(trie, model.item_codes)
+    bn = b * n_beams
+    if exclude is None:
+        exclude = torch.empty(b, 0, dtype=torch.long, device=device)
+    exclude = _dedup_rows(exclude.to(device).long())
+    model._check_items(exclude, "exclude")
+    n_excluded = (exclude >= 0).sum(dim=1)  # (B,)
+    if int((model.n_items - n_excluded).min()) < m:
+        raise OnerecError(f"a request excludes {int(n_excluded.max())} of {model.n_items} items, leaving "
+                          f"fewer than n_items={m}")
+
+    memory, memory_mask = model.encode(history, None if history_ts is None else history_ts.to(device))
+    cross = model.cross_kv(memory)  # once per request, shared by its beams
+    scorer_cls = _CachedScorer if mode is DecodeMode.CACHED else _FullScorer
+    scorer = scorer_cls(model, cross, memory_mask, n_beams)
+
+    logp = torch.full((b, n_beams), float("-inf"), device=device)
+    logp[:, 0] = 0.0  # one live beam per request to start
+    node = torch.full((bn,), int(trie.root), dtype=torch.long, device=device)
+    items = torch.full((bn, m), -1, dtype=torch.long, device=device)
+    banned = exclude.repeat_interleave(n_beams, dim=0)  # (BN, e)
+    row_base = (torch.arange(b, device=device) * n_beams)[:, None]  # (B, 1)
+    token_range = torch.arange(v, device=device)
+    hidden = scorer.feed(torch.full((bn, 1), BOS, dtype=torch.long, device=device))  # (BN, C)
+    for i in range(m):
+        all_banned = torch.cat([banned, items[:, :i]], dim=1)  # (BN, e + i)
+        for j in range(d):
+            level_logp = torch.log_softmax(model.level_logits(hidden, j).float(), dim=-1)  # (BN, K_j)
+            step_logp = torch.full((bn, v), float("-inf"), device=device)
+            step_logp[:, : level_logp.shape[1]] = level_logp
+            allowed = trie.allowed(node).to(device)  # (BN, V)
+            if all_banned.shape[1]:
+                allowed &= _has_unbanned_item(trie, counts, node, j, all_banned, model.item_codes, token_range)
+            scores = logp.reshape(bn, 1) + step_logp.masked_fill(~allowed, float("-inf"))  # (BN, V)
+            logp, flat = scores.view(b, n_beams * v).topk(n_beams, dim=1)  # (B, N) sorted best first
+            parent = (row_base + flat // v).reshape(bn)  # (BN,) rows of the parents
+            token = (flat % v).reshape(bn)  # (BN,) level-local token
+            alive = torch.isfinite(logp).reshape(bn)
+            node = torch.where(alive, trie.step(node[parent], token).to(device), torch.full_like(node, -1))
+            items, all_banned = items[parent], all_banned[parent]
+            scorer.reorder(parent)
+            last_step = i == m - 1 and j == d - 1
+            if last_step:
+                break
+            new = token + model.level_offsets[j]  # global id of the chosen token
+            if j == d - 1:  # item complete: record it, start the next one from the root
+                items[:, i] = torch.where(alive, trie.item_at(node).to(device), torch.full_like(token, -1))
+                node = torch.where(alive, torch.full_like(node, int(trie.root)), node)
+                hidden = scorer.feed(torch.stack([new, torch.full_like(new, BOS)], dim=1))
+            else:
+                hidden = scorer.feed(new[:, None])
+    items[:, m - 1] = torch.where(alive, trie.item_at(node).to(device), torch.full_like(node, -1))
+    items = items.view(b, n_beams, m)
+    items = items.masked_fill(~torch.isfinite(logp)[..., None], -1)
+    return SessionBeams(items=items, logp=logp)
+
+
+def _has_unbanned_item(trie: Any, counts: TrieCounts, node: torch.Tensor, level: int, banned: torch.Tensor,
+                       item_codes: torch.Tensor, token_range: torch.Tensor) -> torch.Tensor:
+    """(BN, V) bool: token t from the beam's node leads to a subtree holding an item the beam may still use.
+
+    node (BN,) at depth ``level``; banned (BN, e) item ids (-1 = none), distinct within a row."""
+    bn, v = node.shape[0], token_range.shape[0]
+    children = trie.step(node.repeat_interleave(v), token_range.repeat(bn)).to(node.device).view(bn, v)
+    under = counts.node_count[children.clamp(min=0)] * (children >= 0)  # (BN, V) items under each child
+    safe = banned.clamp(min=0)
+    on_path = (counts.path[safe, level] == node[:, None]) & (banned >= 0)  # (BN, e) banned item below node
+    banned_under = torch.zeros_like(under).scatter_add_(1, item_codes[safe, level], on_path.long())
+    return under - banned_under > 0
+
+
+@torch.no_grad()
+def generate_next_items(
+    model: OneRec,
+    trie: Any,
+    history: torch.Tensor,
+    k: int,
+    beam_size: int,
+    exclude: torch.Tensor | None = None,
+    history_ts: torch.Tensor | None = None,
+    mode: DecodeMode | str = DecodeMode.CACHED,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k distinct items for the next position (leave-one-out protocol): a one-item beam search with
+    ``beam_size >= k`` beams. Returns items (B, k) long and their log-probs (B, k), best first."""
+    if beam_size < k:
+        raise OnerecError(f"beam_size={beam_size} must be >= k={k} to return k distinct items")
+    beams = generate_sessions(model, trie, history, 1, beam_size, exclude, history_ts, mode)
+    return beams.items[:, :k, 0], beams.logp[:, :k]

@@ -1,0 +1,325 @@
+"""The OneRec encoder-decoder (ONEREC.md section 4): history encoder, MoE decoder over semantic-ID tokens.
+
+Design choices
+- Vocabulary: token 0 is BOS; level ``j`` token ``t`` (0 <= t < level_sizes[j]) is ``1 + offset_j + t`` with
+  ``offset_j = sum(level_sizes[:j])``. An item is ``D = L + 1`` tokens (the last one is the dedup token).
+  One embedding table serves the encoder, the decoder input and (tied, by default) the output head.
+- The model holds the item -> codes table as a persistent buffer ``item_codes`` (I, D), so every public
+  method takes item ids, and a checkpoint carries the codes it was trained with.
+- Encoder input: a learned ``[USER]`` token (so an empty history is still attendable) followed by the
+  history items. Each item is the sum of its D token embeddings, plus a linear projection of the frozen
+  item-embedding matrix when ``item_emb_dim > 0`` (buffer ``item_embeddings``), plus a learned embedding of
+  its *recency rank* (0 = most recent), plus optionally a learned log2 time-gap bucket embedding.
+- Padding: histories are padded with -1. Ranks are computed from the valid mask, so left padding (the
+  canonical form: ``samples.history`` keeps the last items, oldest first) and right padding give the same
+  output; only the ``max_history`` most recent valid items are used.
+- Decoder input ``[BOS, s_1^1..s_1^D, BOS, s_2^1..s_2^D, ...]`` with learned absolute positions. The hidden
+  state at BOS and at ``s_i^1..s_i^{D-1}`` predicts ``s_i^1..s_i^D``; the one at ``s_i^D`` would predict the
+  next BOS, which is known, so it is not a target. Logits are *level-local*: the state that predicts level
+  ``j`` is scored only against level ``j``'s K_j tokens (a softmax per level), which is also what the
+  trie-constrained beam search uses, so ``sequence_logp`` equals the beam scores.
+- Sessions are padded on the right with -1; padded items are neither targets nor (causally) context of
+  real ones. NTP loss = mean over real code tokens; ``loss = ntp + aux_loss_coef * aux`` with ``aux`` the
+  mean Switch load-balancing loss of the MoE layers (0 for the dense ablation).
+- ``forward`` changes no state. Loss-free balancing is applied by the trainer calling
+  :meth:`OneRec.update_balance_bias` with the router statistics a forward returned.
+- Parameters are initialised from ``config.seed`` with an explicit ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from onerec.config import ConfigError
+from onerec.io import OnerecError
+from onerec.model.layers import DecoderBlock, EncoderBlock, KVCache
+from onerec.model.moe import DenseFFN, MixtureOfExperts, MoEImpl, RouterStats
+
+BOS = 0
+
+
+@dataclass
+class ModelConfig:
+    """``[model]`` table. The vocabulary (levels, codebook sizes) comes from the tokenizer, not from here."""
+
+    d_model: int = 128
+    n_heads: int = 4
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    d_ff: int = 512  # dense FFN width (encoder; decoder when ffn = "dense")
+    ffn: Literal["moe", "dense"] = "moe"  # decoder FFN
+    n_experts: int = 8
+    top_k: int = 2
+    expert_d_ff: int = 256
+    moe_impl: Literal["sorted", "loop"] = "sorted"  # MoEImpl; "loop" is the slow reference
+    aux_loss_coef: float = 0.01  # weight of the Switch load-balancing loss (0 = off)
+    loss_free_balance: bool = False  # bias-based balancing, applied by the trainer via update_balance_bias
+    balance_bias_rate: float = 1e-3
+    max_history: int = 50
+    max_session_items: int = 10  # m at most (decoder positions = m * (D + 1))
+    time_buckets: int = 0  # > 0: add a log2(seconds) time-gap bucket embedding (needs history_ts)
+    item_emb_dim: int = 0  # > 0: project a frozen (I, item_emb_dim) item-embedding matrix into the encoder
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+    seed: int = 0  # parameter initialisation
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff", "n_experts", "top_k",
+                     "expert_d_ff", "max_history", "max_session_items"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}")
+        if self.top_k > self.n_experts:
+            raise ConfigError(f"model.top_k={self.top_k} exceeds model.n_experts={self.n_experts}")
+        for name in ("time_buckets", "item_emb_dim", "aux_loss_coef", "balance_bias_rate"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.init_std <= 0:
+            raise ConfigError(f"model.init_std must be > 0, got {self.init_std}")
+
+
+@dataclass
+class OneRecOutput:
+    """What one training forward returns."""
+
+    level_logits: list[torch.Tensor]  # D tensors (B, m, K_j): logits of level j of every session item
+    loss: torch.Tensor  # () ntp + aux_loss_coef * aux
+    ntp_loss: torch.Tensor  # () mean cross-entropy over real code tokens
+    aux_loss: torch.Tensor  # () mean load-balancing loss over MoE layers (0 when dense)
+    router: list[RouterStats]  # one per MoE decoder layer
+    n_tokens: int  # code tokens in the NTP mean
+
+
+def time_gap_buckets(history_ts: torch.Tensor, valid: torch.Tensor, n_buckets: int) -> torch.Tensor:
+    """(B, n) ms timestamps -> (B, n) bucket ``floor(log2(1 + seconds before the newest history item))``."""
+    newest = torch.where(valid, history_ts, torch.full_like(history_ts, torch.iinfo(torch.int64).min))
+    newest = newest.max(dim=1, keepdim=True).values  # (B, 1)
+    gap_s = ((newest - history_ts).clamp(min=0).double() / 1000.0)  # (B, n)
+    bucket = torch.floor(torch.log2(1.0 + gap_s)).long().clamp(0, n_buckets - 1)
+    return torch.where(valid, bucket, torch.zeros_like(bucket))
+
+
+class OneRec(nn.Module):
+    """Encoder over the user's history, MoE decoder writing a session's semantic-ID tokens."""
+
+    def __init__(self, config: ModelConfig, semantic_ids: Any, item_embeddings: Any = None) -> None:
+        """``semantic_ids``: anything with ``.codes`` (I, D) ints and ``.level_sizes`` (D,) (``SemanticIds``).
+        ``item_embeddings``: (I, config.item_emb_dim) floats when ``item_emb_dim > 0``; ``None`` leaves zeros
+        to be filled by ``load_state_dict`` from a checkpoint."""
+        super().__init__()
+        self.config = config
+        codes = torch.as_tensor(np.asarray(semantic_ids.codes), dtype=torch.long)  # (I, D)
+        self.level_sizes = [int(s) for s in semantic_ids.level_sizes]
+        if codes.ndim != 2 or codes.shape[1] != len(self.level_sizes) or codes.shape[0] == 0:
+            raise OnerecError(f"codes of shape {tuple(codes.shape)} do not match {len(self.level_sizes)} levels")
+        self.depth = len(self.level_sizes)  # D
+        self.n_items = codes.shape[0]
+        self.vocab_size = 1 + sum(self.level_sizes)
+        offsets = [1 + sum(self.level_sizes[:j]) for j in range(self.depth)]
+        self.register_buffer("item_codes", codes)  # persistent: the checkpoint holds its codes
+        self.register_buffer("level_offsets", torch.tensor(offsets), persistent=False)  # (D,)
+        c = config.d_model
+
+        self.token_emb = nn.Embedding(self.vocab_size, c)
+        self.head = None if config.tie_embeddings else nn.Parameter(torch.empty(self.vocab_size, c))
+        # encoder
+        self.user_token = nn.Parameter(torch.empty(c))
+        self.enc_pos = nn.Embedding(config.max_history, c)
+        self.time_emb = nn.Embedding(config.time_buckets, c) if config.time_buckets else None
+        self.item_proj = None
+        if config.item_emb_dim:
+            table = torch.zeros(self.n_items, config.item_emb_dim)
+            if item_embeddings is not None:
+                given = torch.as_tensor(np.asarray(item_embeddings), dtype=torch.float32)
+                if tuple(given.shape) != tuple(table.shape):
+                    raise OnerecError(f"item embeddings have shape {tuple(given.shape)}, the model needs "
+                                      f"{tuple(table.shape)} (items, model.item_emb_dim)")
+                table = given.clone()
+            self.register_buffer("item_embeddings", table)  # frozen
+            self.item_proj = nn.Linear(config.item_emb_dim, c, bias=False)
+        elif item_embeddings is not None:
+            raise OnerecError("item embeddings were given but model.item_emb_dim is 0")
+        self.enc_blocks = nn.ModuleList(
+            EncoderBlock(c, config.n_heads, config.d_ff, config.dropout) for _ in range(config.encoder_layers))
+        self.enc_norm = nn.LayerNorm(c)
+        # decoder
+        self.max_decoder_len = config.max_session_items * (self.depth + 1)
+        self.dec_pos = nn.Embedding(self.max_decoder_len, c)
+        self.dec_blocks = nn.ModuleList(
+            DecoderBlock(c, config.n_heads, self._make_ffn(), config.dropout) for _ in range(config.decoder_layers))
+        self.dec_norm = nn.LayerNorm(c)
+        self._init_weights()
+
+    def _make_ffn(self) -> nn.Module:
+        cfg = self.config
+        if cfg.ffn == "dense":
+            return DenseFFN(cfg.d_model, cfg.d_ff)
+        return MixtureOfExperts(cfg.d_model, cfg.expert_d_ff, cfg.n_experts, cfg.top_k, MoEImpl(cfg.moe_impl))
+
+    def _init_weights(self) -> None:
+        g = torch.Generator().manual_seed(self.config.seed)
+        norms = {id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, nn.LayerNorm):
+                    m.reset_parameters()
+            for p in self.parameters():  # registration order: deterministic
+                if id(p) not in norms:
+                    p.copy_(torch.randn(p.shape, generator=g) * self.config.init_std)
+
+    # ------------------------------------------------------------------------------------- pieces
+    def set_moe_impl(self, impl: MoEImpl | str) -> None:
+        """Switch every MoE layer between the sorted dispatch and the loop-over-experts reference."""
+        for block in self.dec_blocks:
+            if isinstance(block.ffn, MixtureOfExperts):
+                block.ffn.impl = MoEImpl(impl)
+
+    def _check_items(self, items: torch.Tensor, what: str) -> None:
+        if items.numel() and int(items.max()) >= self.n_items:
+            bad = int((items >= self.n_items).sum())
+            raise OnerecError(f"{what} holds {bad} item ids >= {self.n_items} (the tokenizer's item count)")
+
+    def encode(self, history: torch.Tensor, history_ts: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """history (B, n) item ids padded with -1 -> memory (B, 1 + n, C), memory mask (B, 1 + n) bool."""
+        cfg = self.config
+        self._check_items(history, "history")
+        b = history.shape[0]
+        valid = history >= 0  # (B, n)
+        rank = valid.flip(1).long().cumsum(1).flip(1) - 1  # (B, n) valid items after this one = recency
+        valid = valid & (rank < cfg.max_history)
+        items = history.clamp(min=0)
+        tokens = self.item_codes[items] + self.level_offsets  # (B, n, D)
+        x = self.token_emb(tokens).sum(dim=2)  # (B, n, C)
+        if self.item_proj is not None:
+            x = x + self.item_proj(self.item_embeddings[items])
+        x = x + self.enc_pos(rank.clamp(0, cfg.max_history - 1))
+        if self.time_emb is not None:
+            if history_ts is None:
+                raise OnerecError("model.time_buckets > 0 but no history timestamps were given")
+            x = x + self.time_emb(time_gap_buckets(history_ts, valid, cfg.time_buckets))
+        x = torch.cat([self.user_token.expand(b, 1, -1), x], dim=1)  # (B, 1 + n, C)
+        mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device), valid], dim=1)
+        for block in self.enc_blocks:
+            x = block(x, mask)
+        return self.enc_norm(x), mask
+
+    def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per decoder layer, the cross-attention keys/values (B, H, S, dh) of the encoder memory."""
+        return [block.cross_attn.project_kv(memory) for block in self.dec_blocks]
+
+    def decoder_tokens(self, sessions: torch.Tensor) -> torch.Tensor:
+        """sessions (B, m) item ids -> decoder input (B, m * (D + 1)): [BOS, s_1^1..s_1^D, BOS, ...]."""
+        b, m = sessions.shape
+        codes = self.item_codes[sessions.clamp(min=0)] + self.level_offsets  # (B, m, D)
+        bos = torch.full((b, m, 1), BOS, dtype=torch.long, device=sessions.device)
+        return torch.cat([bos, codes], dim=2).reshape(b, m * (self.depth + 1))
+
+    def decode(self, tokens: torch.Tensor, cross: list[tuple[torch.Tensor, torch.Tensor]],
+               memory_mask: torch.Tensor, start: int = 0, group: int = 1, cache: KVCache | None = None
+               ) -> tuple[torch.Tensor, list[RouterStats]]:
+        """tokens (B * group, T) at positions start.. -> final-norm hidden (B * group, T, C), router stats.
+
+        With ``cache`` the tokens extend the cached prefix and the cache advances by T."""
+        t = tokens.shape[1]
+        if start + t > self.max_decoder_len:
+            raise OnerecError(f"decoder length {start + t} exceeds model.max_session_items * (D + 1) = "
+                              f"{self.max_decoder_len}")
+        pos = torch.arange(start, start + t, device=tokens.device)
+        x = self.token_emb(tokens) + self.dec_pos(pos)  # (B * G, T, C)
+        stats = []
+        for layer, (block, (k, v)) in enumerate(zip(self.dec_blocks, cross)):
+            x, s = block(x, k, v, memory_mask, group=group, cache=cache, layer=layer)
+            if s is not None:
+                stats.append(s)
+        if cache is not None:
+            cache.length += t
+        return self.dec_norm(x), stats
+
+    def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
+        """hidden (..., C) -> (..., K_level) logits over that level's tokens only."""
+        weight = self.token_emb.weight if self.head is None else self.head
+        off = 1 + sum(self.level_sizes[:level])
+        return hidden @ weight[off:off + self.level_sizes[level]].T
+
+    # ------------------------------------------------------------------------------------- training
+    def forward(self, history: torch.Tensor, sessions: torch.Tensor,
+                history_ts: torch.Tensor | None = None) -> OneRecOutput:
+        """history (B, n), sessions (B, m) item ids (-1 = padding) -> logits and loss pieces."""
+        self._check_items(sessions, "sessions")
+        b, m = sessions.shape
+        memory, memory_mask = self.encode(history, history_ts)
+        hidden, stats = self.decode(self.decoder_tokens(sessions), self.cross_kv(memory), memory_mask)
+        hidden = hidden.view(b, m, self.depth + 1, -1)  # (B, m, D + 1, C)
+        logits = [self.level_logits(hidden[:, :, j], j) for j in range(self.depth)]  # D x (B, m, K_j)
+        item_mask = sessions >= 0  # (B, m)
+        targets = self.item_codes[sessions.clamp(min=0)]  # (B, m, D) level-local
+        n_tokens = int(item_mask.sum()) * self.depth
+        ntp = sum(
+            (F.cross_entropy(lg.flatten(0, 1).float(), targets[:, :, j].flatten(), reduction="none")
+             * item_mask.flatten()).sum()
+            for j, lg in enumerate(logits)
+        ) / max(n_tokens, 1)
+        aux = torch.stack([s.aux_loss for s in stats]).mean() if stats else ntp.new_zeros(())
+        loss = ntp + self.config.aux_loss_coef * aux if stats else ntp
+        return OneRecOutput(logits, loss, ntp, aux, stats, n_tokens)
+
+    def token_logps(self, out: OneRecOutput, sessions: torch.Tensor) -> torch.Tensor:
+        """Log-probs (B, m, D) of the sessions' own code tokens under ``out`` (0 for padded items)."""
+        targets = self.item_codes[sessions.clamp(min=0)]  # (B, m, D)
+        logps = torch.stack(
+            [torch.log_softmax(lg.float(), -1).gather(-1, targets[:, :, j, None])[..., 0]
+             for j, lg in enumerate(out.level_logits)], dim=-1)  # (B, m, D)
+        return logps * (sessions >= 0)[..., None]
+
+    def sequence_logp(self, history: torch.Tensor, sessions: torch.Tensor,
+                      history_ts: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) sum of the log-probs of every code token of each session (for DPO); differentiable."""
+        out = self(history, sessions, history_ts)
+        return self.token_logps(out, sessions).sum(dim=(1, 2))
+
+    @torch.no_grad()
+    def update_balance_bias(self, router: list[RouterStats]) -> None:
+        """Loss-free balancing: nudge each MoE layer's selection bias toward uniform load (trainer calls this
+        after an optimizer step with the stats of that step's forward; no-op unless enabled)."""
+        if not self.config.loss_free_balance:
+            return
+        moes = [blk.ffn for blk in self.dec_blocks if isinstance(blk.ffn, MixtureOfExperts)]
+        for moe, stats in zip(moes, router):
+            moe.update_bias(stats.tokens_per_expert, self.config.balance_bias_rate)
+
+    # ------------------------------------------------------------------------------------- accounting
+    def param_counts(self) -> dict[str, int]:
+        """Total parameters, and those active per decoded token (only top_k of n_experts experts run)."""
+        total = sum(p.numel() for p in self.parameters())
+        idle = 0
+        cfg = self.config
+        for blk in self.dec_blocks:
+            if isinstance(blk.ffn, MixtureOfExperts):
+                idle += (cfg.n_experts - cfg.top_k) * 2 * cfg.d_model * cfg.expert_d_ff
+        return {"total": total, "active": total - idle}
+
+    def forward_flops(self, batch: int, history_len: int, n_items: int) -> float:
+        """Matmul FLOPs (2 per multiply-add) of one forward on (batch, history_len) x (batch, n_items).
+
+        Counts projections, attention scores/values (causal self-attention at half), the active experts and
+        router, the level-local heads and the item-embedding projection; ignores norms and softmaxes."""
+        cfg, c = self.config, self.config.d_model
+        s, t = history_len + 1, n_items * (self.depth + 1)
+        enc = cfg.encoder_layers * (s * (4 * c * c + 2 * c * cfg.d_ff) + 2 * s * s * c)
+        enc += history_len * cfg.item_emb_dim * c
+        ffn = 2 * c * cfg.d_ff if cfg.ffn == "dense" else cfg.top_k * 2 * c * cfg.expert_d_ff + c * cfg.n_experts
+        dec = cfg.decoder_layers * (t * (4 * c * c + 2 * c * c + ffn) + s * 2 * c * c + t * t * c + 2 * t * s * c)
+        head = n_items * c * sum(self.level_sizes)
+        return 2.0 * batch * (enc + dec + head)
+

@@ -1,0 +1,174 @@
+"""Properties of the OneRec encoder-decoder: learning, masking, padding, seeding, configs."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from onerec.config import ConfigError, load_section
+from onerec.io import OnerecError
+from onerec.model.generate import generate_sessions
+from onerec.model.onerec import ModelConfig, OneRec, time_gap_buckets
+from onerec.tokenizer.codec import SemanticIds
+from onerec.tokenizer.trie import CodeTrie
+
+from .tiny import CONFIGS, catalogue, random_history, tiny_config, tiny_model
+
+
+def test_tiny_model_overfits_and_beam_search_recovers_training_sessions():
+    """A plain Adam loop drives the NTP loss of 4 sessions near 0 and the top beam is each training session."""
+    ids, trie = catalogue(n_items=40, seed=0)
+    model = OneRec(tiny_config(d_model=48, expert_d_ff=48, aux_loss_coef=0.0), ids)
+    history = random_history(4, 6, 40, seed=1)
+    sessions = torch.tensor([[3, 17, 25], [8, 3, 30], [11, 12, 13], [39, 0, 21]])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(150):
+        out = model(history, sessions)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        first = first if first is not None else out.ntp_loss.item()
+    last = model(history, sessions).ntp_loss.item()
+    assert last < 0.02, f"did not overfit: NTP loss {first:.3f} -> {last:.4f}"
+    beams = generate_sessions(model, trie, history, n_items=3, beam_size=4)
+    assert torch.equal(beams.items[:, 0], sessions), f"top beams {beams.items[:, 0].tolist()} != training sessions"
+
+
+def test_left_and_right_padding_give_the_same_output():
+    """Histories padded with -1 on the left or on the right encode to the same logits."""
+    ids, _ = catalogue()
+    model = tiny_model(ids)
+    items = [[5, 9, 2], [7], [1, 1, 3, 4, 8]]
+    left = torch.tensor([[-1] * (5 - len(r)) + r for r in items])
+    right = torch.tensor([r + [-1] * (5 - len(r)) for r in items])
+    sessions = torch.tensor([[1, 2], [3, 4], [5, 6]])
+    out_left, out_right = model(left, sessions), model(right, sessions)
+    for j, (a, b) in enumerate(zip(out_left.level_logits, out_right.level_logits)):
+        torch.testing.assert_close(a, b, msg=f"level {j} logits depend on the padding side")
+
+
+def test_history_beyond_max_history_is_ignored():
+    """Only the max_history most recent items matter: older items do not change the output."""
+    ids, _ = catalogue()
+    model = tiny_model(ids, max_history=3)
+    recent = [4, 5, 6]
+    sessions = torch.tensor([[1, 2]])
+    a = model(torch.tensor([[9, 9, 9] + recent]), sessions).level_logits[0]
+    b = model(torch.tensor([[0, 1, 2] + recent]), sessions).level_logits[0]
+    torch.testing.assert_close(a, b, msg="items older than max_history changed the logits")
+
+
+def test_decoder_is_causal_and_padded_items_are_not_targets():
+    """Changing or padding later session items changes neither earlier items' logits nor their loss terms."""
+    ids, _ = catalogue()
+    model = tiny_model(ids)
+    history = random_history(2, 6, 40, seed=2)
+    a = model(history, torch.tensor([[1, 2, 3], [4, 5, 6]]))
+    b = model(history, torch.tensor([[1, 2, 30], [4, 5, -1]]))
+    for j in range(model.depth):
+        torch.testing.assert_close(a.level_logits[j][:, :2], b.level_logits[j][:, :2],
+                                   msg=f"level {j}: a later item changed earlier logits")
+    c = model(history, torch.tensor([[1, 2], [4, 5]]))
+    padded = model(history, torch.tensor([[1, 2, -1], [4, 5, -1]]))
+    torch.testing.assert_close(c.ntp_loss, padded.ntp_loss, msg="padded session items entered the loss")
+    assert c.n_tokens == padded.n_tokens == 4 * model.depth, f"token counts {c.n_tokens}, {padded.n_tokens}"
+
+
+def test_sequence_probabilities_sum_to_one_over_all_codes():
+    """With every code combination an item, exp(sequence_logp) over all items sums to 1 (m = 1)."""
+    codes = np.array(list(itertools.product(range(3), range(2), range(1))))  # 6 items, full code space
+    ids = SemanticIds(codes, [3, 2, 1])
+    model = tiny_model(ids)
+    history = random_history(1, 4, 6, seed=3).expand(6, -1)
+    total = model.sequence_logp(history, torch.arange(6)[:, None]).exp().sum()
+    torch.testing.assert_close(total, torch.tensor(1.0), msg=f"probabilities sum to {float(total):.6f}")
+
+
+def test_same_seed_same_model_other_seed_differs():
+    """Two models built from the same seed are identical; another seed gives other weights."""
+    ids, _ = catalogue()
+    a, b, c = tiny_model(ids), tiny_model(ids), tiny_model(ids, seed=1)
+    history, sessions = random_history(3, 5, 40, seed=4), torch.tensor([[1, 2], [3, 4], [5, 6]])
+    assert torch.equal(a(history, sessions).loss, b(history, sessions).loss), "same seed, different loss"
+    assert not torch.equal(a.token_emb.weight, c.token_emb.weight), "seed 1 gave the weights of seed 0"
+
+
+def test_dense_ablation_and_moe_reference_agree_on_interface():
+    """The dense decoder FFN trains with aux loss 0; the loop-over-experts model gives the sorted model's loss."""
+    ids, _ = catalogue()
+    history, sessions = random_history(3, 5, 40, seed=5), torch.tensor([[1, 2], [3, 4], [5, 6]])
+    dense = tiny_model(ids, ffn="dense")
+    out = dense(history, sessions)
+    assert float(out.aux_loss) == 0.0 and out.router == [], "dense model reported router statistics"
+    moe = tiny_model(ids)
+    fast = moe(history, sessions).loss
+    moe.set_moe_impl("loop")
+    torch.testing.assert_close(moe(history, sessions).loss, fast, msg="loop MoE model loss != sorted")
+
+
+def test_loss_free_bias_updates_only_when_enabled():
+    """update_balance_bias changes the expert bias only with model.loss_free_balance = true."""
+    ids, _ = catalogue()
+    history, sessions = random_history(3, 5, 40, seed=6), torch.tensor([[1, 2], [3, 4], [5, 6]])
+    for enabled in (False, True):
+        model = tiny_model(ids, loss_free_balance=enabled, balance_bias_rate=0.1)
+        model.update_balance_bias(model(history, sessions).router)
+        moved = float(model.dec_blocks[0].ffn.expert_bias.abs().sum())
+        assert (moved > 0) == enabled, f"loss_free_balance={enabled}: bias moved by {moved}"
+
+
+def test_item_embeddings_and_time_buckets_enter_the_encoder():
+    """A frozen item-embedding matrix and time-gap buckets change the output; wrong shapes are errors."""
+    ids, _ = catalogue()
+    history, sessions = random_history(2, 5, 40, seed=7), torch.tensor([[1, 2], [3, 4]])
+    emb = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    plain = tiny_model(ids)(history, sessions).loss
+    with_emb = OneRec(tiny_config(item_emb_dim=8), ids, item_embeddings=emb)(history, sessions).loss
+    assert not torch.equal(plain, with_emb), "item embeddings did not change the output"
+    with pytest.raises(OnerecError, match="item embeddings have shape"):
+        OneRec(tiny_config(item_emb_dim=4), ids, item_embeddings=emb)
+    timed = tiny_model(ids, time_buckets=8)
+    with pytest.raises(OnerecError, match="timestamps"):
+        timed(history, sessions)
+    ts0 = torch.zeros_like(history)
+    ts1 = torch.arange(5).expand(2, -1) * 60_000
+    assert not torch.equal(timed(history, sessions, ts0).loss, timed(history, sessions, ts1).loss), \
+        "time gaps did not change the output"
+
+
+def test_time_gap_buckets_by_hand():
+    """Buckets are floor(log2(1 + seconds before the newest item)), clamped, 0 on padding."""
+    ts = torch.tensor([[-1, 0, 999_000, 1_002_000, 1_003_000]])
+    valid = torch.tensor([[False, True, True, True, True]])
+    got = time_gap_buckets(ts, valid, n_buckets=6)
+    # gaps: -, 1003 s -> 9 (clamped 5), 4 s -> 2, 1 s -> 1, 0 s -> 0
+    assert got.tolist() == [[0, 5, 2, 1, 0]], f"buckets {got.tolist()}"
+
+
+def test_bad_inputs_and_configs_raise_clear_errors():
+    """Unknown item ids and invalid configs raise OnerecError / ConfigError naming the problem."""
+    ids, _ = catalogue()
+    model = tiny_model(ids)
+    with pytest.raises(OnerecError, match="history holds 1 item ids >= 40"):
+        model(torch.tensor([[1, 40]]), torch.tensor([[1]]))
+    with pytest.raises(OnerecError, match="decoder length"):
+        model(torch.tensor([[1]]), torch.arange(7)[None, :])
+    with pytest.raises(ConfigError, match="divisible"):
+        ModelConfig(d_model=30, n_heads=4)
+    with pytest.raises(ConfigError, match="top_k"):
+        ModelConfig(n_experts=2, top_k=3)
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "base"])
+def test_shipped_configs_load(name):
+    """Every shipped config's [model] table loads and builds a model over a small catalogue."""
+    config = load_section(ModelConfig, "model", CONFIGS / f"{name}.toml")
+    ids = SemanticIds.from_levels(np.random.default_rng(0).integers(0, 16, size=(50, 3)), 16)
+    model = OneRec(config, ids)
+    counts = model.param_counts()
+    assert 0 < counts["active"] <= counts["total"], f"{name}: parameter counts {counts}"
+    assert isinstance(CodeTrie.from_codes(ids.codes, ids.level_sizes).depth, int)
