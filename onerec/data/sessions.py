@@ -4,7 +4,8 @@ Design choices
 - Session rule, by ``session_mode`` (``auto`` picks the first that applies):
   ``request``: one session per (user, request_id) when the log has request ids (rows with -1 get no
   session); ``gap``: a user's consecutive impressions whose gaps are <= ``session_gap_s``, cut every
-  ``session_max_items`` items; ``positives``: no impression sessions at all, the samples are windows of
+  ``session_max_items`` items (auto: when the log has impression signals, click or watch time);
+  ``positives``: no impression sessions at all, the samples are windows of
   the next ``window_items`` positives (Amazon, MovieLens; see ``splits.window_samples``).
 - Session ids are 0..S-1 in (user, first timestamp) order; ``interactions.session`` points to them.
 - High quality (all rules must pass): ``>= hq_min_watched`` items watched (clicked, or positive with
@@ -33,7 +34,8 @@ def resolve_mode(cfg: DataConfig, log: pl.DataFrame, implicit: bool) -> str:
         return cfg.session_mode
     if log.height and int(log["request_id"].max()) >= 0:
         return "request"
-    return "positives" if implicit else "gap"
+    impressions = any(log[name].null_count() < log.height for name in ("click", "watch_ms"))
+    return "gap" if impressions and not implicit else "positives"
 
 
 def assign_sessions(log: pl.DataFrame, cfg: DataConfig, mode: str) -> pl.DataFrame:
@@ -108,7 +110,7 @@ def quality(sessions: pl.DataFrame, cfg: DataConfig, lacking: set[str]) -> tuple
     flags = sessions.select(**{name: expr.fill_null(False) for name, expr in rules.items()})
     report: dict[str, Any] = {"built": sessions.height, "removed_by_rule": {}, "removed_in_order": {},
                               "skipped_rules": skipped}
-    alive = pl.Series("alive", [True] * sessions.height)
+    alive = pl.Series("alive", [True] * sessions.height, dtype=pl.Boolean)
     for name in rules:
         ok = flags[name]
         report["removed_by_rule"][name] = int((~ok).sum())
