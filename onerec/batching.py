@@ -1,0 +1,121 @@
+"""Rows of ``samples.parquet`` -> padded tensors the model reads.
+
+Design choices
+- The list columns are held as one flat int64 array plus offsets (``Ragged``), so gathering a batch is a
+  few numpy slices, with no per-row Python objects and no worker processes.
+- History keeps the most recent ``max_history`` items, oldest first, left-aligned, padded with ``-1`` on the
+  right (``history (B, n)``); ``history_ts`` is aligned with it and padded with ``0``. The batch is only
+  as wide as its longest row (``n <= max_history``).
+- Sessions keep the first ``session_len`` target items in shown order, padded with ``-1`` (``sessions (B, m)``,
+  always ``m = session_len`` wide so every batch has the same decoder length).
+- Which samples train the seed model follows docs/ARCHITECTURE.md §1: ``split == "train"`` and the session
+  is high quality, or the sample is a next-m window (``session == -1``). Validation uses the same rule on
+  ``split == "valid"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+
+@dataclass(frozen=True)
+class Ragged:
+    """Variable-length int rows as ``values`` (flat) and ``offsets`` (len rows + 1)."""
+
+    values: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def from_series(cls, series: pl.Series) -> Ragged:
+        lengths = series.list.len().fill_null(0).to_numpy().astype(np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        values = series.explode().drop_nulls().to_numpy().astype(np.int64)
+        if len(values) != offsets[-1]:
+            raise ValueError(f"column {series.name}: null entries inside lists")
+        return cls(values, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def pad_rows(
+    rows: Ragged, index: np.ndarray, width: int, keep: str, fill: int
+) -> torch.Tensor:
+    """Rows ``index`` of ``rows`` as a (len(index), width) long tensor, left-aligned, padded with ``fill``.
+
+    ``keep="last"`` keeps each row's last ``width`` values (recent history), ``"first"`` its first ones.
+    """
+    out = np.full((len(index), width), fill, dtype=np.int64)
+    starts, ends = rows.offsets[index], rows.offsets[index + 1]
+    for r, (s, e) in enumerate(zip(starts, ends)):
+        if keep == "last":
+            s = max(s, e - width)
+        else:
+            e = min(e, s + width)
+        out[r, : e - s] = rows.values[s:e]
+    return torch.from_numpy(out)
+
+
+@dataclass(frozen=True)
+class SampleTable:
+    """The columns of ``samples.parquet`` that training reads, in numpy form."""
+
+    history: Ragged
+    history_ts: Ragged
+    target: Ragged
+    sample: np.ndarray  # (N,) sample ids
+
+    @classmethod
+    def from_frame(cls, samples: pl.DataFrame) -> SampleTable:
+        return cls(
+            history=Ragged.from_series(samples["history"]),
+            history_ts=Ragged.from_series(samples["history_ts"]),
+            target=Ragged.from_series(samples["target"]),
+            sample=samples["sample"].to_numpy().astype(np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.sample)
+
+    def max_item(self) -> int:
+        """Largest item id referenced (history or target); -1 when empty."""
+        values = [a.values for a in (self.history, self.target) if len(a.values)]
+        return int(max(v.max() for v in values)) if values else -1
+
+
+def collate(
+    table: SampleTable, index: np.ndarray, max_history: int, session_len: int
+) -> dict[str, torch.Tensor]:
+    """Padded batch for samples ``index``: ``history`` (B, n) / ``history_ts`` (B, n) / ``sessions`` (B, m).
+
+    ``n`` = min(max_history, longest history in the batch) (at least 1); ``m`` = session_len. Padding: -1
+    for item ids, 0 for timestamps. Targets longer than ``m`` are cut to their first ``m`` items.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    longest = int(table.history.lengths()[index].max(initial=0))
+    n = max(1, min(max_history, longest))
+    return {
+        "history": pad_rows(table.history, index, n, keep="last", fill=-1),  # (B, n)
+        "history_ts": pad_rows(table.history_ts, index, n, keep="last", fill=0),  # (B, n)
+        "sessions": pad_rows(table.target, index, session_len, keep="first", fill=-1),  # (B, m)
+    }
+
+
+def seed_samples(samples: pl.DataFrame, sessions: pl.DataFrame | None, split: str) -> pl.DataFrame:
+    """The samples of ``split`` that train/validate the seed model (high-quality sessions or windows).
+
+    Samples without any target item are dropped (nothing to predict).
+    """
+    rows = samples.filter(pl.col("split") == split)
+    if sessions is not None and "high_quality" in sessions.columns:
+        good = sessions.filter(pl.col("high_quality"))["session"]
+        rows = rows.filter((pl.col("session") == -1) | pl.col("session").is_in(good.implode()))
+    return rows.filter(pl.col("target").list.len() > 0).sort("sample")
