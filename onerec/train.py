@@ -272,60 +272,63 @@ def fit(
                        "best_val_ntp_loss": pos["best_val_ntp_loss"]})
         return bool(cfg.patience) and pos["bad_evals"] >= cfg.patience
 
-    wrapped.train()
-    stopped_early = False
-    t_last = time.perf_counter()
-    while pos["step"] < total and not stopped_early:
-        batches = D.global_batches(len(train), cfg.batch_size, cfg.seed, pos["epoch"])
-        while pos["batch"] < len(batches) and pos["step"] < total:
-            step = pos["step"]
-            lr = lr_at(step, cfg.lr, cfg.warmup_steps, total, cfg.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            mine = D.rank_micro_batches(batches[pos["batch"]], micro, info.rank, info.world_size)
-            sums = torch.zeros(4, dtype=torch.float64)  # loss, ntp, aux, code tokens
-            routed: list[torch.Tensor] = []
-            for i, (j, idx) in enumerate(mine):
-                batch = _to(collate(train, idx, core_cfg.max_history, core_cfg.max_session_items), info.device)
-                with D.grad_sync(wrapped, i == len(mine) - 1), torch.random.fork_rng(devices=rng_devices):
-                    torch.manual_seed(micro_seed(cfg.seed, step, j))
-                    with autocast():
-                        out = wrapped(**batch)
-                    (out.loss / accum).backward()
-                sums += torch.tensor([out.loss.item(), out.ntp_loss.item(), out.aux_loss.item(), out.n_tokens],
-                                     dtype=torch.float64)
-                counts = [s.tokens_per_expert.detach().double().cpu() for s in out.router]
-                routed = counts if not routed else [a + b for a, b in zip(routed, counts)]
-            norm = nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip or math.inf)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if loss_free and routed:  # same bias update on every rank: counts summed over all micro-batches
-                summed = D.all_reduce_sum(torch.stack(routed).to(info.device)).cpu()
-                model.update_balance_bias([SimpleNamespace(tokens_per_expert=c) for c in summed])
-            totals = D.all_reduce_sum(sums.to(info.device)).cpu()
-            n_micro = accum * info.world_size
-            pos.update(step=step + 1, batch=pos["batch"] + 1, samples=pos["samples"] + cfg.batch_size,
-                       tokens=pos["tokens"] + int(totals[3]))
-            if pos["batch"] == len(batches):
-                pos.update(epoch=pos["epoch"] + 1, batch=0)
-            now = time.perf_counter()
-            dt, t_last = now - t_last, now
-            loss = float(totals[0] / n_micro)
-            logger.tick(loss, float(totals[3]) / dt)
-            if pos["step"] % cfg.log_every == 0 or pos["step"] == total:
-                logger.record({"kind": "train", "step": pos["step"], "epoch": pos["epoch"], "loss": loss,
-                               "ntp_loss": float(totals[1] / n_micro), "aux_loss": float(totals[2] / n_micro),
-                               "lr": lr, "grad_norm": float(_scalar(norm)), "samples_per_s": cfg.batch_size / dt,
-                               "tokens_per_s": float(totals[3]) / dt})
-            last = pos["step"] == total
-            if pos["step"] % eval_every == 0 or last:
-                stopped_early = validation_point()
-            if pos["step"] % save_every == 0 or last or stopped_early:
-                checkpoint_state()
-            if on_step is not None:
-                on_step(pos["step"])
-            if stopped_early or pos["batch"] == 0:
-                break
+    try:
+        wrapped.train()
+        stopped_early = False
+        t_last = time.perf_counter()
+        while pos["step"] < total and not stopped_early:
+            batches = D.global_batches(len(train), cfg.batch_size, cfg.seed, pos["epoch"])
+            while pos["batch"] < len(batches) and pos["step"] < total:
+                step = pos["step"]
+                lr = lr_at(step, cfg.lr, cfg.warmup_steps, total, cfg.min_lr_ratio)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                mine = D.rank_micro_batches(batches[pos["batch"]], micro, info.rank, info.world_size)
+                sums = torch.zeros(4, dtype=torch.float64)  # loss, ntp, aux, code tokens
+                routed: list[torch.Tensor] = []
+                for i, (j, idx) in enumerate(mine):
+                    batch = _to(collate(train, idx, core_cfg.max_history, core_cfg.max_session_items), info.device)
+                    with D.grad_sync(wrapped, i == len(mine) - 1), torch.random.fork_rng(devices=rng_devices):
+                        torch.manual_seed(micro_seed(cfg.seed, step, j))
+                        with autocast():
+                            out = wrapped(**batch)
+                        (out.loss / accum).backward()
+                    sums += torch.tensor([out.loss.item(), out.ntp_loss.item(), out.aux_loss.item(), out.n_tokens],
+                                         dtype=torch.float64)
+                    counts = [s.tokens_per_expert.detach().double().cpu() for s in out.router]
+                    routed = counts if not routed else [a + b for a, b in zip(routed, counts)]
+                norm = nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip or math.inf)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if loss_free and routed:  # same bias update on every rank: counts summed over all micro-batches
+                    summed = D.all_reduce_sum(torch.stack(routed).to(info.device)).cpu()
+                    model.update_balance_bias([SimpleNamespace(tokens_per_expert=c) for c in summed])
+                totals = D.all_reduce_sum(sums.to(info.device)).cpu()
+                n_micro = accum * info.world_size
+                pos.update(step=step + 1, batch=pos["batch"] + 1, samples=pos["samples"] + cfg.batch_size,
+                           tokens=pos["tokens"] + int(totals[3]))
+                if pos["batch"] == len(batches):
+                    pos.update(epoch=pos["epoch"] + 1, batch=0)
+                now = time.perf_counter()
+                dt, t_last = now - t_last, now
+                loss = float(totals[0] / n_micro)
+                logger.tick(loss, float(totals[3]) / dt)
+                if pos["step"] % cfg.log_every == 0 or pos["step"] == total:
+                    logger.record({"kind": "train", "step": pos["step"], "epoch": pos["epoch"], "loss": loss,
+                                   "ntp_loss": float(totals[1] / n_micro), "aux_loss": float(totals[2] / n_micro),
+                                   "lr": lr, "grad_norm": float(_scalar(norm)), "samples_per_s": cfg.batch_size / dt,
+                                   "tokens_per_s": float(totals[3]) / dt})
+                last = pos["step"] == total
+                if pos["step"] % eval_every == 0 or last:
+                    stopped_early = validation_point()
+                if pos["step"] % save_every == 0 or last or stopped_early:
+                    checkpoint_state()
+                if on_step is not None:
+                    on_step(pos["step"])
+                if stopped_early or pos["batch"] == 0:
+                    break
+    finally:
+        logger.close()
     if n_val == 0:  # nothing to select on: the final weights are the run's weights
         weights = D.full_model_state(wrapped)
         if info.is_main:
@@ -334,7 +337,6 @@ def fit(
                     samples_seen=pos["samples"], tokens_seen=pos["tokens"], world_size=info.world_size)
     if info.is_main:
         ckpt.write_run_info(run, run_info)
-    logger.close()
     D.barrier()
     return run_info
 
@@ -415,6 +417,7 @@ def train_command(data: Path, tokenizer: Path, config: Path | None, out: Path, e
         if previous.get("codes_sha256") != codes_sha:
             raise OnerecError(f"--resume: tokenizer {tokenizer} has other codes than the one {out} was trained "
                               f"with ({previous.get('tokenizer')})")
+    owns_group = not torch.distributed.is_initialized()  # a caller that set up the group tears it down
     info = D.init_distributed(cfg.device)
     try:
         model = OneRec(model_cfg, semantic_ids, item_embeddings)
@@ -433,4 +436,5 @@ def train_command(data: Path, tokenizer: Path, config: Path | None, out: Path, e
             out.mkdir(parents=True, exist_ok=True)
         return fit(model, train, valid, cfg, out, run_info, info, resume=resume, on_step=on_step)
     finally:
-        D.teardown()
+        if owns_group:
+            D.teardown()
