@@ -191,7 +191,8 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
             last_step = i == m - 1 and j == d - 1
             if last_step:
                 break
-            new = token + model.level_offsets[j]  # global id of the chosen token
+            # global id of the chosen token (dead beams may hold any index < V: feed them BOS)
+            new = torch.where(alive, token + model.level_offsets[j], torch.full_like(token, BOS))
             if j == d - 1:  # item complete: record it, start the next one from the root
                 items[:, i] = torch.where(alive, trie.item_at(node).to(device), torch.full_like(token, -1))
                 node = torch.where(alive, torch.full_like(node, int(trie.root)), node)

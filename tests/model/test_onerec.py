@@ -84,7 +84,7 @@ def test_sequence_probabilities_sum_to_one_over_all_codes():
     ids = SemanticIds(codes, [3, 2, 1])
     model = tiny_model(ids)
     history = random_history(1, 4, 6, seed=3).expand(6, -1)
-    total = model.sequence_logp(history, torch.arange(6)[:, None]).exp().sum()
+    total = model.sequence_logp(history, torch.arange(6)[:, None]).exp().sum().detach()
     torch.testing.assert_close(total, torch.tensor(1.0), msg=f"probabilities sum to {float(total):.6f}")
 
 

@@ -1,0 +1,153 @@
+"""Properties of trie-constrained beam search: valid, distinct items; cache = reference; exactness; seeds."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from onerec.io import OnerecError
+from onerec.model.generate import DecodeMode, generate_next_items, generate_sessions
+from onerec.tokenizer.codec import SemanticIds
+from onerec.tokenizer.trie import CodeTrie
+
+from .tiny import catalogue, random_history, tiny_model
+
+
+def _check_beams(beams, n_items_catalogue: int, exclude: torch.Tensor | None, where: str) -> None:
+    """Every finite beam holds m distinct existing items, none excluded; unfilled beams are -1 / -inf."""
+    b, n, m = beams.items.shape
+    for r in range(b):
+        banned = set() if exclude is None else set(exclude[r].tolist()) - {-1}
+        seen = set()
+        for k in range(n):
+            row = beams.items[r, k].tolist()
+            if not math.isfinite(float(beams.logp[r, k])):
+                assert row == [-1] * m, f"{where}: unfilled beam {r},{k} holds items {row}"
+                continue
+            assert all(0 <= i < n_items_catalogue for i in row), f"{where}: invalid item in {row}"
+            assert len(set(row)) == m, f"{where}: repeated item in session {row}"
+            assert not banned & set(row), f"{where}: excluded item in {row} (excluded {sorted(banned)})"
+            assert tuple(row) not in seen, f"{where}: session {row} appears twice among request {r}'s beams"
+            seen.add(tuple(row))
+        logp = beams.logp[r]
+        assert bool((logp[:-1] >= logp[1:]).all()), f"{where}: beams not sorted best first: {logp.tolist()}"
+
+
+def test_beams_are_valid_distinct_and_exhaustive_on_tiny_catalogues():
+    """On tiny random catalogues (with and without exclusions) no beam holds an invalid, repeated or excluded
+    item, and with beam >= the number of possible sessions every possible session comes out exactly once."""
+    for seed in range(6):
+        n_cat = 4 + seed % 3  # 4..6 items in skewed tries (codebook 2, heavy collisions)
+        ids, trie = catalogue(n_items=n_cat, codebook=2, levels=2, seed=seed)
+        model = tiny_model(ids, seed=seed)
+        history = random_history(3, 4, n_cat, seed=seed)
+        m = 3
+        exclude = torch.tensor([[-1], [seed % n_cat], [(seed + 1) % n_cat]])
+        beams = generate_sessions(model, trie, history, n_items=m, beam_size=128, exclude=exclude)
+        _check_beams(beams, n_cat, exclude, f"catalogue seed {seed}")
+        for r in range(3):
+            free = n_cat - int((exclude[r] >= 0).sum())
+            possible = math.perm(free, m)
+            filled = int(torch.isfinite(beams.logp[r]).sum())
+            assert filled == possible, f"seed {seed} request {r}: {filled} sessions, {possible} possible"
+
+
+def test_prefix_whose_only_item_is_excluded_is_never_entered():
+    """When the model prefers a prefix whose only item is excluded, beams take other prefixes, never strand."""
+    codes = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1], [2, 0, 0]])  # item 0 alone under token 0
+    ids = SemanticIds(codes, [3, 2, 2])
+    trie = CodeTrie.from_codes(codes, [3, 2, 2])
+    model = tiny_model(ids)
+    scores = model.level_logits
+
+    def prefer_token_0(hidden: torch.Tensor, level: int) -> torch.Tensor:
+        logits = scores(hidden, level)
+        return logits + torch.tensor([50.0, 0.0, 0.0]) if level == 0 else logits
+
+    model.level_logits = prefer_token_0  # level-0 token 0 (only item 0 under it) overwhelmingly likely
+    history = torch.tensor([[1, 2], [3, 4]])
+    free = generate_sessions(model, trie, history, n_items=1, beam_size=1)
+    assert free.items[:, 0, 0].tolist() == [0, 0], f"setup: model should prefer item 0, got {free.items.tolist()}"
+    exclude = torch.tensor([[0], [0]])
+    beams = generate_sessions(model, trie, history, n_items=2, beam_size=4, exclude=exclude)
+    _check_beams(beams, 5, exclude, "excluded prefix")
+    assert bool(torch.isfinite(beams.logp).all()), f"a beam was stranded: {beams.logp.tolist()}"
+
+
+def test_cached_generation_equals_full_recompute():
+    """The KV-cached search returns the same sessions and scores as the full-recompute reference."""
+    ids, trie = catalogue(n_items=60, codebook=5, levels=2, seed=3)
+    model = tiny_model(ids, seed=3)
+    history = random_history(3, 8, 60, seed=3)
+    exclude = torch.tensor([[1, 2, -1], [5, 5, 7], [-1, -1, -1]])
+    cached = generate_sessions(model, trie, history, 4, 6, exclude=exclude, mode=DecodeMode.CACHED)
+    full = generate_sessions(model, trie, history, 4, 6, exclude=exclude, mode=DecodeMode.FULL)
+    assert torch.equal(cached.items, full.items), f"{cached.items.tolist()} != {full.items.tolist()}"
+    torch.testing.assert_close(cached.logp, full.logp, msg="cached beam scores != full recompute")
+
+
+def test_beam_scores_equal_sequence_logp():
+    """Each beam's score is the model's sequence_logp of the session it holds."""
+    ids, trie = catalogue(n_items=30, seed=4)
+    model = tiny_model(ids, seed=4)
+    history = random_history(2, 5, 30, seed=4)
+    beams = generate_sessions(model, trie, history, 3, 5)
+    n = beams.items.shape[1]
+    rescored = model.sequence_logp(history.repeat_interleave(n, 0), beams.items.reshape(-1, 3)).view(2, n)
+    torch.testing.assert_close(beams.logp, rescored.detach(), msg="beam scores != sequence_logp")
+
+
+def test_next_items_with_full_beam_is_the_exact_top_k():
+    """With beam_size >= catalogue size, generate_next_items returns the exact top-k items by sequence_logp."""
+    ids, trie = catalogue(n_items=12, codebook=3, levels=2, seed=5)
+    model = tiny_model(ids, seed=5)
+    history = random_history(3, 5, 12, seed=5)
+    items, scores = generate_next_items(model, trie, history, k=5, beam_size=12)
+    every = model.sequence_logp(history.repeat_interleave(12, 0), torch.arange(12).repeat(3)[:, None]).view(3, 12)
+    best = every.detach().topk(5, dim=1)
+    assert torch.equal(items, best.indices), f"top-5 {items.tolist()} != exhaustive {best.indices.tolist()}"
+    torch.testing.assert_close(scores, best.values, msg="next-item scores != sequence_logp")
+
+
+def test_same_seed_same_generation():
+    """Two models from the same seed generate identical beams."""
+    ids, trie = catalogue(seed=6)
+    history = random_history(2, 5, 40, seed=6)
+    a = generate_sessions(tiny_model(ids, seed=7), trie, history, 3, 4)
+    b = generate_sessions(tiny_model(ids, seed=7), trie, history, 3, 4)
+    assert torch.equal(a.items, b.items) and torch.equal(a.logp, b.logp), "same seed, different beams"
+
+
+def test_generation_errors_are_clear():
+    """Too many exclusions, too long sessions, a foreign trie and beam < k raise OnerecError."""
+    ids, trie = catalogue(n_items=6, codebook=2, levels=2, seed=8)
+    model = tiny_model(ids)
+    history = torch.tensor([[1, 2]])
+    with pytest.raises(OnerecError, match="fewer than n_items"):
+        generate_sessions(model, trie, history, 3, 2, exclude=torch.tensor([[0, 1, 2, 3]]))
+    with pytest.raises(OnerecError, match="max_session_items"):
+        generate_sessions(model, trie, history, 7, 2)
+    _, other = catalogue(n_items=6, codebook=2, levels=2, seed=9)
+    if not np.array_equal(other.codes(), ids.codes):
+        with pytest.raises(OnerecError, match="disagree"):
+            generate_sessions(model, other, history, 1, 2)
+    with pytest.raises(OnerecError, match="beam_size"):
+        generate_next_items(model, trie, history, k=3, beam_size=2)
+
+
+def test_all_sessions_enumerated_match_exhaustive_ranking():
+    """With a beam covering every session of a 4-item catalogue, beams equal the exhaustive ranking."""
+    ids, trie = catalogue(n_items=4, codebook=2, levels=2, seed=10)
+    model = tiny_model(ids, seed=10)
+    history = torch.tensor([[0, 3]])
+    beams = generate_sessions(model, trie, history, 2, 12)
+    sessions = torch.tensor(list(itertools.permutations(range(4), 2)))  # (12, 2)
+    every = model.sequence_logp(history.expand(12, -1), sessions).detach()
+    order = every.argsort(descending=True)
+    torch.testing.assert_close(beams.logp[0], every[order], msg="beam scores != exhaustive ranking")
+    assert {tuple(s) for s in beams.items[0].tolist()} == {tuple(s) for s in sessions.tolist()}, \
+        "beams do not enumerate every session"
