@@ -94,7 +94,7 @@ def _align(a: pl.Series, b: pl.Series) -> tuple[pl.Series, pl.Series]:
 
 
 def _side_check(log: pl.DataFrame, side: pl.DataFrame | None, key: str, cfg: DataConfig, where: str,
-                quirks: dict[str, int], label: str) -> pl.DataFrame:
+                quirks: dict[str, int], label: str, side_file: str = "the side table") -> pl.DataFrame:
     """Apply ``missing_side`` to log rows whose ``key`` is absent from ``side``."""
     if side is None:
         return log
@@ -104,8 +104,8 @@ def _side_check(log: pl.DataFrame, side: pl.DataFrame | None, key: str, cfg: Dat
     quirks[f"{label}_absent_from_side_rows"] = n_rows
     if n_rows and cfg.missing_side == "error":
         n_ids = ids.filter(absent).n_unique()
-        raise OnerecError(f"{where}: {n_ids} {key} values ({n_rows} rows) are absent from the side table, "
-                          f"e.g. {ids.filter(absent)[0]!r} (data.missing_side=error)")
+        raise OnerecError(f"{where}: {n_ids} {key.removesuffix('_orig')} ids ({n_rows} rows) are absent from "
+                          f"{side_file}, e.g. {ids.filter(absent)[0]!r} (data.missing_side=error)")
     if n_rows and cfg.missing_side == "drop":
         log = log.filter(~absent)
     return log
@@ -151,13 +151,18 @@ def prepare(cfg: DataConfig, folder: Path, out: Path, echo: Callable[[str], None
     where = raw.files.get("log_standard") or raw.files.get("log") or str(folder)
     log, quirks = clean_log(raw.interactions, cfg, where)
     quirks.update(raw.notes)
-    log = _side_check(log, raw.items, "item_orig", cfg, where, quirks, "item")
-    log = _side_check(log, raw.users, "user_orig", cfg, where, quirks, "user")
+    item_file = next((raw.files[k] for k in ("video_features_basic", "datamaps", "movies", "items")
+                      if k in raw.files), "the item table")
+    user_file = next((raw.files[k] for k in ("user_features", "datamaps", "users") if k in raw.files),
+                     "the user table")
+    log = _side_check(log, raw.items, "item_orig", cfg, where, quirks, "item", item_file)
+    log = _side_check(log, raw.users, "user_orig", cfg, where, quirks, "user", user_file)
     random = None
     if raw.random is not None and raw.random.height:
         random, rq = clean_log(raw.random, cfg, raw.files.get("log_random", "random log"))
-        random = _side_check(random, raw.items, "item_orig", cfg, "random log", rq, "item")
-        random = _side_check(random, raw.users, "user_orig", cfg, "random log", rq, "user")
+        rwhere = raw.files.get("log_random", "random log")
+        random = _side_check(random, raw.items, "item_orig", cfg, rwhere, rq, "item", item_file)
+        random = _side_check(random, raw.users, "user_orig", cfg, rwhere, rq, "user", user_file)
         quirks.update({f"random_{k}": v for k, v in rq.items()})
     prior = raw.prior
     if prior is not None:
@@ -167,7 +172,7 @@ def prepare(cfg: DataConfig, folder: Path, out: Path, echo: Callable[[str], None
         quirks["prior_rows_of_users_without_log"] = int((~keep).sum())
         prior = prior.filter(keep)
         prior = _side_check(prior, raw.items, "item_orig", cfg, raw.files.get("prior_history", "prior"),
-                            quirks, "prior_item")
+                            quirks, "prior_item", item_file)
     user_map = _id_map([log["user_orig"]] + ([random["user_orig"]] if random is not None else []), "user")
     item_map = _id_map(
         [log["item_orig"]]

@@ -1,0 +1,125 @@
+"""prepare: contract tables, id round trip, no leakage, quirk counts, and one clear error per bad input."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from onerec.data import DataConfig, load
+from onerec.data.prepare import prepare
+from onerec.io import OnerecError
+
+LOG = "log_standard_4_25_to_5_08_fixture.csv"
+
+
+def test_tables_follow_the_contract(kr_folder: Path, tmp_path: Path) -> None:
+    """Every table of docs/ARCHITECTURE.md §1 is written with its columns and dtypes."""
+    prepare(DataConfig(), kr_folder, tmp_path / "d")
+    b = load(tmp_path / "d")
+    assert b.interactions.schema["user"] == pl.Int32 and b.interactions.schema["item"] == pl.Int32
+    assert b.interactions.columns[:5] == ["user", "item", "ts_ms", "request_id", "session"], b.interactions.columns
+    assert b.interactions["rating"].null_count() == b.interactions.height, "KuaiRand has no rating: null"
+    assert b.samples.schema["history"] == pl.List(pl.Int32), b.samples.schema
+    assert b.sessions.schema["items"] == pl.List(pl.Int32), b.sessions.schema
+    keys = b.interactions.select("user", "ts_ms")
+    assert keys.equals(keys.sort("user", "ts_ms")), "interactions must be sorted by (user, ts_ms)"
+    assert set(b.interactions["item"].unique()) <= set(b.items["item"]), "every log item is in items"
+    assert (tmp_path / "d" / "data_config.json").is_file(), "resolved config is written"
+
+
+def test_id_maps_round_trip(kr_folder: Path, tmp_path: Path) -> None:
+    """Translating ids back through users/items.parquet gives exactly the source's (user, video, time) rows."""
+    prepare(DataConfig(), kr_folder, tmp_path / "d")
+    b = load(tmp_path / "d")
+    back = b.interactions.join(b.users.select("user", "user_orig"), on="user").join(
+        b.items.select("item", "item_orig"), on="item")
+    got = back.select(pl.col("user_orig").cast(pl.Int64), pl.col("item_orig").cast(pl.Int64), "ts_ms").sort(pl.all())
+    src = pl.read_csv(kr_folder / LOG).select(
+        pl.col("user_id").alias("user_orig"), pl.col("video_id").alias("item_orig"), pl.col("time_ms").alias("ts_ms")
+    ).unique().sort(pl.all())
+    assert got.equals(src), "round trip through the id maps changed the log"
+    assert b.users["user"].to_list() == list(range(b.users.height)), "user ids are contiguous"
+
+
+def test_simulator_layout_with_request_ids(tmp_path: Path) -> None:
+    """Files named *_sim.csv with an extra request_id column are read unchanged; sessions follow requests."""
+    from onerec.data.fixture import write_kuairand_fixture
+
+    folder = write_kuairand_fixture(tmp_path / "world", requests=True, suffix="sim", request_size=6)
+    summary = prepare(DataConfig(), folder, tmp_path / "d")
+    b = load(tmp_path / "d")
+    assert summary["session_mode"] == "request", summary["session_mode"]
+    assert (b.sessions["items"].list.len() == 6).all(), "one session = one request of 6 videos"
+    assert b.interactions["request_id"].min() >= 0, "request ids are kept"
+
+
+def test_real_kuairand(real_kuairand: tuple[Path, dict]) -> None:
+    """The real log: 228,329 impressions read, the documented quirks counted (SOURCE.md: 5,460 exact
+    duplicates, then 425 repeated keys, 3,568 zero durations)."""
+    _, s = real_kuairand
+    q = s["quirks"]
+    assert q["rows_read"] == 228_329, q
+    assert q["exact_duplicate_rows"] == 5_460, q
+    assert q["repeated_keys"] == 425, q
+    assert q["zero_duration_rows"] == 3_568, q
+    assert s["interactions"] == 228_329 - 5_460 - 425, s["interactions"]
+
+
+def test_real_kuairand_history_is_strictly_before_session(real_kuairand: tuple[Path, dict]) -> None:
+    """No history item of any sample is at or after its session's first timestamp."""
+    b = load(real_kuairand[0])
+    late = b.samples.filter(pl.col("history_ts").list.max() >= pl.col("ts_ms")).height
+    assert late == 0, f"{late} samples have history at/after the session start"
+    joined = b.samples.join(b.sessions.select("session", pl.col("ts_ms").alias("start")), on="session")
+    assert (joined["ts_ms"] == joined["start"]).all(), "sample ts_ms is the session's first impression"
+    assert b.samples.filter(pl.col("history").list.len() > 0).height > 0.9 * b.samples.height, \
+        "prior history should give almost every sample a history"
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_log(folder: Path, fn: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
+    path = folder / LOG
+    fn(pl.read_csv(path)).write_csv(path)
+
+
+BAD = {
+    "missing file": (lambda f: (f / "user_features_fixture.csv").unlink(), {}, "user_features_"),
+    "missing column": (lambda f: _edit_log(f, lambda d: d.drop("play_time_ms")), {}, "'play_time_ms'"),
+    "wrong type": (lambda f: _edit_log(f, lambda d: d.with_columns(
+        pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("yes")).otherwise(pl.col("is_click").cast(pl.String))
+        .alias("is_click"))), {}, "'is_click' has 3 rows"),
+    "NaN watch time": (lambda f: _edit_log(f, lambda d: d.with_columns(
+        pl.when(pl.int_range(pl.len()) < 2).then(float("nan")).otherwise(pl.col("play_time_ms").cast(pl.Float64))
+        .alias("play_time_ms"))), {}, "'play_time_ms' has 2 NaN rows"),
+    "negative watch time": (lambda f: _edit_log(f, lambda d: d.with_columns(
+        pl.when(pl.int_range(pl.len()) < 4).then(-5).otherwise(pl.col("play_time_ms")).alias("play_time_ms"))),
+        {}, "watch_ms has 4 negative rows"),
+    "duplicate rows": (lambda f: _edit_log(f, lambda d: pl.concat([d, d.head(7)])),
+                       {"exact_duplicates": "error"}, "7 rows are exact duplicates"),
+    "id absent from side table": (lambda f: (f / "video_features_basic_fixture.csv").write_text(
+        "\n".join((f / "video_features_basic_fixture.csv").read_text().splitlines()[:-1]) + "\n"),
+        {}, "1 item ids ("),
+    "nothing left": (lambda f: None, {"min_history": 100_000}, "no samples left"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_clear_error(case: str, kr_folder: Path, tmp_path: Path) -> None:
+    """Each bad input raises OnerecError naming file/column/count, and leaves no output directory."""
+    mutate, overrides, fragment = BAD[case]
+    folder = _copy(kr_folder, tmp_path / "in")
+    mutate(folder)
+    out = tmp_path / "out"
+    with pytest.raises(OnerecError) as err:
+        prepare(DataConfig(**overrides), folder, out)
+    message = str(err.value)
+    assert fragment in message and "\n" not in message, f"{case}: {message!r}"
+    assert not out.exists() and not list(tmp_path.glob(".out*")), f"{case}: partial output left behind"
