@@ -36,6 +36,9 @@ def _register() -> None:
     from onerec.data.cli import app as data_app
 
     app.add_typer(data_app, name="data")
+    from onerec.embed.cli import embed_command
+
+    app.command("embed")(embed_command)
     from onerec.train_cli import train as train_command
 
     app.command("train")(train_command)

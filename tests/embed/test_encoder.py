@@ -1,0 +1,71 @@
+"""The contrastive loss, seeded training and the planted co-engagement structure."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+from onerec.embed.encoder import content_projection, info_nce, train_aligned
+
+
+def test_info_nce_uniform_is_log_batch() -> None:
+    """When every embedding is the same, each row's softmax is uniform over B columns: loss = ln B."""
+    z = torch.nn.functional.normalize(torch.ones(5, 3), dim=-1)
+    loss = info_nce(z, z, torch.arange(5), torch.arange(5, 10), temperature=0.1)
+    assert math.isclose(float(loss), math.log(5), rel_tol=1e-6), f"{float(loss)} != ln 5"
+
+
+def test_info_nce_masks_repeated_items() -> None:
+    """A column holding the row's own positive item again is no negative: with B = 2 and equal b's, loss = 0."""
+    z_a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z_b = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # b_0 = b_1 = item 7, far from a_0
+    loss = info_nce(z_a, z_b, torch.tensor([1, 2]), torch.tensor([7, 7]), temperature=1.0)
+    # a->b rows: the other column is item 7 again, masked -> each row has one finite logit: CE 0.
+    # b->a rows: b_0 vs (a_0, a_1) = (0, 1) -> -log(e^0/(e^0+e^1)); b_1 vs (a_0, a_1) -> -log(e^1/(e^0+e^1)).
+    want = 0.5 * (0.0 + 0.5 * (math.log(1 + math.e) + math.log(1 + math.e) - 1.0))
+    assert math.isclose(float(loss), want, rel_tol=1e-6), f"{float(loss)} != {want}"
+
+
+def test_loss_falls(trained: dict) -> None:
+    """Training lowers the InfoNCE loss well below its first-epoch value."""
+    first, last = trained["history"][0]["loss"], trained["history"][-1]["loss"]
+    assert last < 0.6 * first, f"loss did not fall: {first:.3f} -> {last:.3f}"
+
+
+def test_aligned_pulls_co_engaged_items_together(trained: dict) -> None:
+    """Items of one planted group end up closer than random pairs (and closer than content-only puts them)."""
+    group = trained["group"]
+    same = group[:, None] == group[None, :]
+    off = ~np.eye(len(group), dtype=bool)
+    gaps = {}
+    for name in ("aligned", "content"):
+        emb = trained[name]
+        cos = emb @ emb.T
+        gaps[name] = cos[same & off].mean() - cos[~same].mean()
+    assert gaps["aligned"] > 0.5, f"co-engaged vs random cosine gap only {gaps['aligned']:.3f}"
+    assert gaps["aligned"] > gaps["content"] + 0.4, f"alignment adds little over content: {gaps}"
+
+
+def test_same_seed_same_embeddings(trained: dict) -> None:
+    """Two runs with the same seed give identical embeddings; another seed gives different ones."""
+    cfg = dataclasses.replace(trained["cfg"], epochs=2)
+    pairs, features = trained["pairs"][:512], trained["features"]
+    a, _ = train_aligned(features, pairs, cfg)
+    b, _ = train_aligned(features, pairs, cfg)
+    c, _ = train_aligned(features, pairs, dataclasses.replace(cfg, seed=1))
+    np.testing.assert_array_equal(a, b, err_msg="same seed, different embeddings")
+    assert not np.array_equal(a, c), "a different seed gave identical embeddings"
+    np.testing.assert_array_equal(content_projection(features, 8, 3), content_projection(features, 8, 3))
+
+
+def test_content_projection_preserves_feature_cosines(trained: dict) -> None:
+    """Content embeddings' cosines track the cosines of the sparse feature vectors (random projection)."""
+    x = trained["features"].dense()
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    emb = content_projection(trained["features"], 512, seed=0)
+    iu = np.triu_indices(len(x), 1)
+    corr = np.corrcoef((x @ x.T)[iu], (emb @ emb.T)[iu])[0, 1]
+    assert corr > 0.9, f"cosine correlation {corr:.3f} too low for a 512-d projection"
