@@ -42,6 +42,9 @@ def _register() -> None:
     from onerec.train_cli import train as train_command
 
     app.command("train")(train_command)
+    from onerec.serve.cli import serve_command
+
+    app.command("serve")(serve_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,8 @@ Design choices
   next batch while one is running.
 - An empty (or all-unknown) history gets the popularity fallback: the most frequent training targets,
   minus excluded items (``fallback: true`` in the answer). Beam search needs a history to attend to.
-- ``scores`` are the per-item log-probabilities of the chosen beam (sum over the item's code tokens).
+- ``scores`` are the per-item log-probabilities of the chosen session under the model (sum over the item's
+  code tokens, each given the history and every earlier token), from one extra teacher-forced forward.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class Snapshot:
     item_orig: np.ndarray  # (I,) original ids as strings
     version: str
     window: int  # longest history the model reads
-    max_session_items: int  # longest session the model can write
+    max_session_items: int  # longest session the model can write (decoder positions)
 
     @property
     def n_items(self) -> int:
@@ -103,13 +104,15 @@ class Snapshot:
 
 
 def checkpoint_fingerprint(run_dir: Path) -> str:
-    """A cheap identity of the checkpoint file (size + mtime), used to notice a new one."""
-    path = Path(run_dir) / "model.safetensors"
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return ""
-    return f"{st.st_size}-{st.st_mtime_ns}"
+    """A cheap identity of the checkpoint (size + mtime of the weights and of run.json), to notice a new one."""
+    parts = []
+    for name in ("model.safetensors", "run.json"):
+        try:
+            st = (Path(run_dir) / name).stat()
+        except FileNotFoundError:
+            return ""
+        parts.append(f"{st.st_size}-{st.st_mtime_ns}")
+    return "/".join(parts)
 
 
 def _version_of(run_dir: Path) -> str:
@@ -138,7 +141,7 @@ def load_snapshot(run_dir: str | Path) -> Snapshot:
     codes = model.item_codes.detach().cpu().numpy().astype(np.int64)  # (I, D)
     from onerec.tokenizer.trie import CodeTrie
 
-    trie = CodeTrie.from_codes(codes, list(model.config.level_sizes))
+    trie = CodeTrie.from_codes(codes, list(model.level_sizes))
     items_path = run_dir / "items.parquet"
     if not items_path.is_file() and info.get("data"):
         items_path = Path(info["data"]) / "items.parquet"
@@ -149,15 +152,14 @@ def load_snapshot(run_dir: str | Path) -> Snapshot:
         item_orig = np.arange(codes.shape[0]).astype(str)
     if item_orig.shape[0] != codes.shape[0]:
         raise OnerecError(f"{items_path}: {item_orig.shape[0]} items but the model has {codes.shape[0]}")
-    popular = np.asarray(info.get("popular_items") or [], dtype=np.int64)
-    if popular.size == 0:
-        popular = np.arange(codes.shape[0], dtype=np.int64)
+    popular = _popular_items(Path(info["data"]) if info.get("data") else None, codes.shape[0])
     # a smoke generation: a checkpoint that loads but cannot generate is refused here
     with torch.no_grad():
         from onerec.model.generate import generate_sessions
 
-        probe = torch.tensor([[int(popular[0])]], dtype=torch.long)
-        generate_sessions(model, trie, probe, n_items=1, beam_size=1)
+        probe = generate_sessions(model, trie, torch.tensor([[int(popular[0])]]), n_items=1, beam_size=1)
+        if not torch.isfinite(probe.logp).all():
+            raise OnerecError(f"{run_dir}: the checkpoint produces non-finite scores; refused")
     return Snapshot(
         model=model,
         trie=trie,
@@ -168,6 +170,20 @@ def load_snapshot(run_dir: str | Path) -> Snapshot:
         window=int(model.config.max_history),
         max_session_items=int(model.config.max_session_items),
     )
+
+
+def _popular_items(data_dir: Path | None, n_items: int) -> np.ndarray:
+    """Items by how often they are a training target (ties: smaller id first); id order without data."""
+    import polars as pl
+
+    counts = np.zeros(n_items, dtype=np.int64)
+    samples = data_dir / "samples.parquet" if data_dir is not None else None
+    if samples is not None and samples.is_file():
+        targets = (pl.scan_parquet(samples).filter(pl.col("split") == "train").select(pl.col("target").explode())
+                   .collect()["target"].drop_nulls().to_numpy())
+        targets = targets[(targets >= 0) & (targets < n_items)]
+        counts = np.bincount(targets, minlength=n_items)
+    return np.lexsort((np.arange(n_items), -counts)).astype(np.int64)
 
 
 class Engine:
@@ -234,16 +250,22 @@ class Engine:
         history = torch.full((len(queries), width), -1, dtype=torch.long)
         for row, h in enumerate(hist):
             history[row, width - len(h):] = torch.from_numpy(h)  # left padding: the newest item is last
-        exclude = [torch.from_numpy(q.exclude) for q in queries]
+        width_ex = max(1, max(q.exclude.size for q in queries))
+        exclude = torch.full((len(queries), width_ex), -1, dtype=torch.long)  # (B, e), -1 = padding
+        for row, q in enumerate(queries):
+            exclude[row, : q.exclude.size] = torch.from_numpy(q.exclude)
         with torch.no_grad():
             beams = generate_sessions(snap.model, snap.trie, history, n_items=n_items, beam_size=beam,
                                       exclude=exclude)
-        items = beams.items[:, 0].cpu().numpy()  # (B, m) the best session per request
-        item_logp = beams.item_logp[:, 0].cpu().numpy() if getattr(beams, "item_logp", None) is not None else None
+            best = beams.items[:, 0]  # (B, m) the best session per request
+            # per-item score: the model's log-prob of the item's code tokens given everything before it
+            item_logp = snap.model.token_logps(snap.model(history, best), best).sum(-1)  # (B, m)
+        items = best.cpu().numpy()
+        item_logp = item_logp.cpu().numpy()
         out = []
         for row, q in enumerate(queries):
             chosen = [int(v) for v in items[row]]
-            scores = [float(s) for s in item_logp[row]] if item_logp is not None else [float(beams.logp[row, 0])] * len(chosen)
+            scores = [round(float(v), 5) for v in item_logp[row]]
             out.append(Answer(
                 items=chosen,
                 semantic_ids=[[int(c) for c in snap.codes[v]] for v in chosen],
