@@ -14,37 +14,26 @@ Design choices
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
 import polars as pl
 
-from onerec.data.adapters.common import LOG_SCHEMA, RawData, find_files, read_table, require_columns
+from onerec.data.adapters.common import LOG_SCHEMA, RawData, find_files, read_table, read_text, require_columns
 from onerec.data.config import DataConfig
 from onerec.io import OnerecError
 
 
-def _open_text(path: Path) -> str:
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise OnerecError(f"{path}: cannot read ({err})") from None
-    return data.decode("utf-8", errors="replace")
-
-
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(_open_text(path))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise OnerecError(f"{path}: invalid JSON ({err})") from None
 
 
 def read_lines(path: Path) -> pl.Series:
     """Non-empty lines of a text file (plain or .gz) as a String series."""
-    lines = pl.Series("line", _open_text(path).splitlines(), dtype=pl.String).str.strip_chars()
+    lines = pl.Series("line", read_text(path).splitlines(), dtype=pl.String).str.strip_chars()
     return lines.filter(lines.str.len_chars() > 0)
 
 

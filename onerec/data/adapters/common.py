@@ -11,6 +11,7 @@ Design choices
 from __future__ import annotations
 
 import dataclasses
+import gzip
 from pathlib import Path
 
 import polars as pl
@@ -56,6 +57,20 @@ def find_files(folder: Path, pattern: str, what: str, required: bool = True) -> 
     if not found and required:
         raise OnerecError(f"{folder}: no {what} file matching {pattern}")
     return found
+
+
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """The whole text of a plain or .gz file (undecodable bytes replaced)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OnerecError(f"missing file: {path}")
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise OnerecError(f"{path}: cannot read ({err})") from None
+    return data.decode(encoding, errors="replace")
 
 
 def read_table(path: Path, separator: str = ",", **kwargs: object) -> pl.DataFrame:

@@ -16,12 +16,11 @@ Design choices
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import polars as pl
 
-from onerec.data.adapters.common import RawData, canonical_log, find_files, read_table
+from onerec.data.adapters.common import RawData, canonical_log, find_files, read_table, read_text
 from onerec.data.config import DataConfig
 from onerec.io import OnerecError
 
@@ -30,13 +29,7 @@ UNKNOWN_TS_S = 975768738  # the reconstructed file's unknown rows are at or befo
 
 def read_dat(path: Path, columns: list[str]) -> pl.DataFrame:
     """A ``::``-separated ISO-8859-1 file (plain or .gz) as String columns; a short line is an error."""
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise OnerecError(f"{path}: cannot read ({err})") from None
-    lines = pl.Series("line", data.decode("latin-1").splitlines(), dtype=pl.String)
+    lines = pl.Series("line", read_text(path, "latin-1").splitlines(), dtype=pl.String)
     parts = lines.filter(lines.str.strip_chars().str.len_chars() > 0).str.split("::")
     short = int((parts.list.len() < len(columns)).sum())
     if short:
