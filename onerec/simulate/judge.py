@@ -4,7 +4,7 @@ Design choices
 - Exact up to quadrature: given the request mood the per-item expectations are closed form
   (:func:`onerec.simulate.responses.item_expectations`); the mood ~ N(0, mood_sigma^2) is integrated with
   ``QUADRATURE_NODES``-point Gauss-Hermite quadrature. The integrands are smooth (sigmoids, normal CDFs),
-  so the quadrature error is far below 1e-6 relative (a test compares 24 against 96 nodes).
+  so the quadrature error is far below 1e-6 relative (a test compares 16 against 96 nodes; measured < 1e-7).
 - Outputs per session (B,): ``swt`` expected session watch time in seconds (sum over items), and per-item
   mean rates ``vtr`` (long view), ``wtr`` (follow), ``ltr`` (like), ``ctr`` (click), ``cmtr`` (comment),
   ``shtr`` (share); ``reward = sum_k reward_weights[k] * value[k]`` with the config's weights (default
@@ -21,7 +21,7 @@ from onerec.simulate.config import REWARD_KEYS
 from onerec.simulate.responses import item_expectations, sample_items, session_context
 from onerec.simulate.world import World
 
-QUADRATURE_NODES = 24
+QUADRATURE_NODES = 16
 CHUNK = 4096
 
 
@@ -56,9 +56,10 @@ def expected_session(world: World, users: np.ndarray, items: np.ndarray, day: in
     for lo in range(0, len(users), CHUNK):
         u, it = users[lo:lo + CHUNK], items[lo:lo + CHUNK]
         x = engagement(world, u, it, day).astype(np.float64)  # (b, m)
-        dur = np.broadcast_to(world.item_duration_ms[it], (nodes, *it.shape))  # (K, b, m)
+        dur = world.item_duration_ms[it]  # (b, m); broadcasts against the (K, b, m) engagements
         per_node = item_expectations(x[None] + moods[:, None, None], dur, world.intercepts, cfg)
-        per_item = {key: np.tensordot(weights, value, axes=1) for key, value in per_node.items()}  # (b, m)
+        per_item = {key: np.tensordot(weights, np.broadcast_to(value, (nodes, *it.shape)), axes=1)
+                    for key, value in per_node.items()}  # (b, m)
         parts.append(_session_metrics(per_item, cfg.reward_weights))
     keys = [*REWARD_KEYS, "reward"]
     if not parts:
