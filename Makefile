@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/onerec pipeline --config configs/demo.toml --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -50,7 +50,7 @@ class ServeConfig:
     max_exclude: int = 1000
     max_body_bytes: int = 262_144
     reload_poll_s: float = 2.0  # how often to look for a new checkpoint in the run directory; 0 = never
-    threads: int = 2  # torch intra-op threads for generation
+    threads: int = 0  # torch intra-op threads for generation; 0 = leave torch's default (all cores)
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "default_n_items", "max_n_items", "default_beam_size", "max_beam_size"):
@@ -60,8 +60,8 @@ class ServeConfig:
             raise ConfigError("serve.default_n_items must lie in 1..serve.max_n_items")
         if not 1 <= self.default_beam_size <= self.max_beam_size:
             raise ConfigError("serve.default_beam_size must lie in 1..serve.max_beam_size")
-        if self.max_wait_ms < 0 or self.reload_poll_s < 0 or self.max_history < 0:
-            raise ConfigError("serve.max_wait_ms, reload_poll_s and max_history must be >= 0")
+        if self.max_wait_ms < 0 or self.reload_poll_s < 0 or self.max_history < 0 or self.threads < 0:
+            raise ConfigError("serve.max_wait_ms, reload_poll_s, max_history and threads must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,9 +221,10 @@ class Engine:
         snap = self._snapshot
         if snap is None:
             raise OnerecError("no model loaded yet")
-        import torch
+        if self.config.threads > 0:
+            import torch
 
-        torch.set_num_threads(self.config.threads)
+            torch.set_num_threads(self.config.threads)
         answers: list[Answer | None] = [None] * len(queries)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, q in enumerate(queries):

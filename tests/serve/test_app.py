@@ -31,10 +31,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     tiny_run = tmp_path_factory.mktemp("serve") / "run"
     write_run(tiny_run, seed=0)
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "onerec.cli", "serve", "--run", str(tiny_run), "--port", str(port),
-         "--set", "serve.reload_poll_s=0.3", "--set", "serve.max_body_bytes=20000"],
+         "--set", "serve.reload_poll_s=0.3", "--set", "serve.threads=1", "--set", "serve.max_body_bytes=20000"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
