@@ -67,6 +67,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch threads per rank; 0 = leave torch's default (torchrun sets 1)
     progress: bool = True  # tqdm bar on rank 0
+    tensorboard: bool = True  # scalars in RUN/tb (rank 0)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "epochs", "log_every"):
@@ -151,7 +152,8 @@ def validate(model: nn.Module, table: SampleTable, n: int, micro: int, info: D.D
 class _Logger:
     """Rank-0 sinks: train_log.jsonl, TensorBoard, tqdm. No-op objects on other ranks."""
 
-    def __init__(self, run: Path, info: D.DistInfo, start_step: int, total: int, progress: bool) -> None:
+    def __init__(self, run: Path, info: D.DistInfo, start_step: int, total: int, progress: bool,
+                 tensorboard: bool) -> None:
         self.main = info.is_main
         self.tb = self.bar = None
         if not self.main:
@@ -163,9 +165,10 @@ class _Logger:
         elif not start_step:
             log.write_text("")
         self.log = log.open("a")
-        from torch.utils.tensorboard import SummaryWriter
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(run / "tb"), purge_step=start_step + 1 if start_step else None)
+            self.tb = SummaryWriter(str(run / "tb"), purge_step=start_step + 1 if start_step else None)
         if progress:
             from tqdm import tqdm
 
@@ -177,7 +180,7 @@ class _Logger:
         self.log.write(json.dumps(row) + "\n")
         self.log.flush()
         for key, value in row.items():
-            if key not in ("step", "epoch", "kind") and isinstance(value, (int, float)):
+            if self.tb is not None and key not in ("step", "epoch", "kind") and isinstance(value, (int, float)):
                 self.tb.add_scalar(f"{row['kind']}/{key}", value, row["step"])
 
     def tick(self, loss: float, tokens_per_s: float) -> None:
@@ -188,7 +191,8 @@ class _Logger:
     def close(self) -> None:
         if self.main:
             self.log.close()
-            self.tb.close()
+            if self.tb is not None:
+                self.tb.close()
             if self.bar is not None:
                 self.bar.close()
 
@@ -239,7 +243,7 @@ def fit(
         D.load_optimizer_state(wrapped, optimizer, opt_state)
     if info.is_main:
         ckpt.write_run_info(run, run_info)
-    logger = _Logger(run, info, pos["step"], total, cfg.progress)
+    logger = _Logger(run, info, pos["step"], total, cfg.progress, cfg.tensorboard)
     autocast = lambda: torch.autocast(info.device.type, dtype=torch.bfloat16,  # noqa: E731
                                       enabled=cfg.precision == "bf16")
     rng_devices = [info.device] if info.device.type == "cuda" else []
@@ -375,10 +379,20 @@ def _read_embeddings(emb: Path) -> np.ndarray:
     return load_file(str(path))["embeddings"].astype(np.float32)
 
 
-def train_command(data: Path, tokenizer: Path, config: Path | None, out: Path, emb: Path | None = None,
-                  overrides: tuple[str, ...] = (), resume: bool = False,
-                  on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Everything ``onerec train`` does; returns the run info (rank 0's view)."""
+@dataclass
+class PreparedRun:
+    """Everything ``fit`` needs, read and checked from the command's inputs (nothing written yet)."""
+
+    model: nn.Module
+    train: SampleTable
+    valid: SampleTable | None
+    config: TrainConfig
+    run_info: dict[str, Any]
+
+
+def prepare_run(data: Path, tokenizer: Path, config: Path | None, out: Path, emb: Path | None = None,
+                overrides: tuple[str, ...] = (), resume: bool = False) -> PreparedRun:
+    """Load configs, tokenizer, samples (and embeddings); check they fit together and with ``out``."""
     import polars as pl
 
     from onerec import __version__
@@ -393,8 +407,6 @@ def train_command(data: Path, tokenizer: Path, config: Path | None, out: Path, e
         raise OnerecError(f"--resume: {out / ckpt.STATE_DIR} does not exist")
     if not resume and out.exists() and any(out.iterdir()):
         raise OnerecError(f"{out} exists and is not empty; pass --resume to continue it or choose another --out")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     semantic_ids = SemanticIds.load(tokenizer)
     items_path = data / "items.parquet"
     if not items_path.is_file():
@@ -412,29 +424,39 @@ def train_command(data: Path, tokenizer: Path, config: Path | None, out: Path, e
     elif model_cfg.item_emb_dim:
         raise OnerecError(f"model.item_emb_dim={model_cfg.item_emb_dim} needs --emb EMB")
     codes_sha = ckpt.codes_sha256(semantic_ids.codes)
+    model = OneRec(model_cfg, semantic_ids, item_embeddings)
+    run_info = {
+        "version": __version__, "model_config": to_dict(model_cfg), "train_config": to_dict(cfg),
+        "tokenizer": str(tokenizer.resolve()), "codes_sha256": codes_sha, "data": str(data.resolve()),
+        "emb": str(Path(emb).resolve()) if emb is not None else None, "n_items": semantic_ids.n_items,
+        "level_sizes": semantic_ids.level_sizes, "train_samples": len(train),
+        "valid_samples": len(valid) if valid is not None else 0, "params": model.param_counts(),
+    }
     if resume:
         previous = ckpt.read_run_info(out)
         if previous.get("codes_sha256") != codes_sha:
             raise OnerecError(f"--resume: tokenizer {tokenizer} has other codes than the one {out} was trained "
                               f"with ({previous.get('tokenizer')})")
+        run_info.update({k: previous[k] for k in ("best_step", "best_val_ntp_loss", "weights_sha256")
+                         if k in previous})
+    return PreparedRun(model, train, valid, cfg, run_info)
+
+
+def train_command(data: Path, tokenizer: Path, config: Path | None, out: Path, emb: Path | None = None,
+                  overrides: tuple[str, ...] = (), resume: bool = False,
+                  on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Everything ``onerec train`` does, alone or under torchrun; returns the run info."""
+    prepared = prepare_run(data, tokenizer, config, out, emb, overrides, resume)
+    cfg = prepared.config
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     owns_group = not torch.distributed.is_initialized()  # a caller that set up the group tears it down
     info = D.init_distributed(cfg.device)
     try:
-        model = OneRec(model_cfg, semantic_ids, item_embeddings)
-        run_info = {
-            "version": __version__, "model_config": to_dict(model_cfg), "train_config": to_dict(cfg),
-            "tokenizer": str(tokenizer.resolve()), "codes_sha256": codes_sha, "data": str(data.resolve()),
-            "emb": str(Path(emb).resolve()) if emb is not None else None, "n_items": semantic_ids.n_items,
-            "level_sizes": semantic_ids.level_sizes, "train_samples": len(train),
-            "valid_samples": len(valid) if valid is not None else 0,
-            "params": model.param_counts() if hasattr(model, "param_counts") else None,
-        }
-        if resume:
-            prev = ckpt.read_run_info(out)
-            run_info.update({k: prev[k] for k in ("best_step", "best_val_ntp_loss", "weights_sha256") if k in prev})
         if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-        return fit(model, train, valid, cfg, out, run_info, info, resume=resume, on_step=on_step)
+            Path(out).mkdir(parents=True, exist_ok=True)
+        return fit(prepared.model, prepared.train, prepared.valid, cfg, Path(out), prepared.run_info, info,
+                   resume=resume, on_step=on_step)
     finally:
         if owns_group:
             D.teardown()

@@ -1,0 +1,125 @@
+"""Seed-model training loop (single process): schedule, exact resume, determinism, accumulation,
+early stopping, bf16 autocast, logs."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from onerec.checkpoint import load_run
+from onerec.train import lr_at, train_command
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_fixture import make_fixture, write_config  # noqa: E402
+
+BASE = ("train.max_steps=6", "train.eval_every=2", "train.save_every=2", "train.patience=0",
+        "train.tensorboard=false")
+
+
+class _Cut(Exception):
+    pass
+
+
+def _rows(run: Path, kind: str) -> list[dict]:
+    rows = [json.loads(ln) for ln in (run / "train_log.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == kind]
+
+
+def _losses(run: Path, key: str = "loss") -> torch.Tensor:
+    return torch.tensor([r[key] for r in _rows(run, "train")], dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train")
+    data, tok = make_fixture(root)
+    return {"root": root, "data": data, "tok": tok, "config": write_config(root / "tiny_train.toml")}
+
+
+def _train(fx: dict[str, Path], name: str, *overrides: str, resume: bool = False, cut_at: int = 0) -> dict:
+    def on_step(step: int) -> None:
+        if step == cut_at:
+            raise _Cut
+
+    return train_command(fx["data"], fx["tok"], fx["config"], fx["root"] / name, overrides=BASE + overrides,
+                         resume=resume, on_step=on_step if cut_at else None)
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    """Linear warmup to lr, then cosine to min_ratio * lr (values worked out by hand)."""
+    got = [lr_at(s, 1.0, 4, 12, 0.1) for s in (0, 3, 4, 8, 12, 20)]
+    want = [0.25, 1.0, 1.0, 0.1 + 0.9 * 0.5, 0.1, 0.1]
+    assert all(math.isclose(g, w, abs_tol=1e-12) for g, w in zip(got, want)), f"lr schedule {got} != {want}"
+
+
+def test_resume_reproduces_uninterrupted_run_exactly(fx: dict[str, Path]) -> None:
+    """Cut after step 5 (last checkpoint at 4, dropout on) and resumed: loss curve and weights are bitwise equal."""
+    dropout = "model.dropout=0.2"
+    _train(fx, "whole", dropout)
+    with pytest.raises(_Cut):
+        _train(fx, "cut", dropout, cut_at=5)
+    assert json.loads((fx["root"] / "cut/state/trainer.json").read_text())["step"] == 4, "checkpoint not at step 4"
+    _train(fx, "cut", dropout, resume=True)
+    assert [r["step"] for r in _rows(fx["root"] / "cut", "train")] == list(range(1, 7)), "log steps not 1..6"
+    torch.testing.assert_close(_losses(fx["root"] / "cut"), _losses(fx["root"] / "whole"), rtol=0, atol=0,
+                               msg=lambda m: f"resumed loss curve differs: {m}")
+    a, b = load_run(fx["root"] / "whole")[0].state_dict(), load_run(fx["root"] / "cut")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run's weights differ from the uninterrupted run's"
+
+
+def test_two_seeded_runs_are_identical(fx: dict[str, Path]) -> None:
+    """Two runs with the same seeds (dropout on) log the same losses and write the same weights."""
+    infos = [_train(fx, name, "model.dropout=0.2", "train.max_steps=2") for name in ("seed_a", "seed_b")]
+    torch.testing.assert_close(_losses(fx["root"] / "seed_a"), _losses(fx["root"] / "seed_b"), rtol=0, atol=0)
+    assert infos[0]["weights_sha256"] == infos[1]["weights_sha256"], "same seed, different weights"
+
+
+def test_accumulation_equals_full_batch(fx: dict[str, Path]) -> None:
+    """2 accumulated micro-batches of 4 follow the curve of one batch of 8 (aux loss off: it is per micro-batch)."""
+    _train(fx, "accum", "model.aux_loss_coef=0.0", "train.micro_batch_size=4", "train.max_steps=3")
+    _train(fx, "full", "model.aux_loss_coef=0.0", "train.micro_batch_size=8", "train.max_steps=3")
+    torch.testing.assert_close(_losses(fx["root"] / "accum"), _losses(fx["root"] / "full"), rtol=1e-5, atol=1e-6,
+                               msg=lambda m: f"accumulation changes the loss curve: {m}")
+
+
+def test_early_stopping_keeps_best_weights(fx: dict[str, Path]) -> None:
+    """A diverging run stops `patience` validations after its best one; RUN/model.safetensors is that best step."""
+    from onerec.batching import SampleTable, seed_samples
+    from onerec.dist import DistInfo
+    from onerec.train import validate
+    import polars as pl
+
+    info = _train(fx, "early", "train.lr=0.3", "train.warmup_steps=0", "train.eval_every=1", "train.patience=2",
+                  "train.max_steps=12", "train.grad_clip=0.0")
+    vals = _rows(fx["root"] / "early", "val")
+    best = min(range(len(vals)), key=lambda i: vals[i]["val_ntp_loss"])
+    assert info["stopped_early"] and info["steps"] < 12, f"did not stop early: {info['steps']} steps"
+    assert len(vals) - 1 - best == 2, f"stopped {len(vals) - 1 - best} validations after the best, patience 2"
+    model, run_info = load_run(fx["root"] / "early")
+    samples = pl.read_parquet(fx["data"] / "samples.parquet")
+    valid = SampleTable.from_frame(seed_samples(samples, None, "valid"))
+    val = validate(model, valid, len(valid), 4, DistInfo(), lambda: torch.autocast("cpu", enabled=False))
+    assert math.isclose(val, vals[best]["val_ntp_loss"], rel_tol=1e-6), \
+        f"saved weights give val loss {val}, best logged {vals[best]['val_ntp_loss']}"
+
+
+def test_bf16_autocast_trains_close_to_fp32(fx: dict[str, Path]) -> None:
+    """bf16 autocast (CPU) gives a finite first-step loss within 2e-2 of fp32's."""
+    _train(fx, "bf16", "train.precision=\"bf16\"", "train.max_steps=1")
+    _train(fx, "fp32", "train.max_steps=1")
+    bf16, fp32 = _losses(fx["root"] / "bf16"), _losses(fx["root"] / "fp32")
+    assert torch.isfinite(bf16).all() and abs(bf16[0] - fp32[0]) < 2e-2, f"bf16 {bf16.tolist()} vs fp32 {fp32.tolist()}"
+
+
+def test_logs_throughput_and_tensorboard(fx: dict[str, Path]) -> None:
+    """Every step is logged with positive tokens/s and samples/s, and TensorBoard events are written."""
+    _train(fx, "tb", "train.max_steps=2", "train.tensorboard=true")
+    rows = _rows(fx["root"] / "tb", "train")
+    assert [r["step"] for r in rows] == [1, 2], f"logged steps {[r['step'] for r in rows]}"
+    assert all(r["tokens_per_s"] > 0 and r["samples_per_s"] > 0 for r in rows), f"throughput missing: {rows}"
+    assert list((fx["root"] / "tb" / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file in RUN/tb"
