@@ -16,7 +16,7 @@ Design choices
 - Too few candidates: if fewer than ``beam_size`` distinct sessions exist, the missing beams come back
   with items -1 and logp -inf (last, since beams are sorted). Fewer than m allowed items is an error.
 - Two scorers behind one search loop (:class:`DecodeMode`): ``cached`` keeps a decoder self-attention KV
-  cache that follows the beams (``index_select`` on reorder) and feeds one new token per step (two at an
+  cache that follows the beams (the parent gather fused into the next append) and feeds one new token per step (two at an
   item boundary: the last code and the next BOS); ``full`` is the reference that re-runs the whole decoder
   on every beam's full prefix each step. Both use cross-attention keys/values projected once per request.
   Same search loop, so the two give the same sessions; tests and the benchmark assert it.
@@ -74,11 +74,7 @@ class TrieCounts:
 class _CachedScorer:
     def __init__(self, model: OneRec, cross: list, memory_mask: torch.Tensor, group: int) -> None:
         self.model, self.cross, self.memory_mask, self.group = model, cross, memory_mask, group
-        b = memory_mask.shape[0] * group
-        cfg = model.config
-        k0 = cross[0][0]
-        self.cache = KVCache(cfg.decoder_layers, b, cfg.n_heads, model.max_decoder_len,
-                             cfg.d_model // cfg.n_heads, k0.dtype, k0.device)
+        self.cache = KVCache(model.config.decoder_layers)
 
     def reorder(self, index: torch.Tensor) -> None:
         self.cache.reorder(index)

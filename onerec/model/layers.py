@@ -8,9 +8,9 @@ Design choices
   shared by every beam of that request: the queries of ``group`` consecutive rows (the beams of one
   request) are folded into the query-length axis, so one (B, H, S, dh) memory serves (B * group) rows
   without being copied.
-- The decoder self-attention KV cache (:class:`KVCache`) is an explicit argument, preallocated to the
-  full decoder length; writing into it is the only state a forward pass changes, and only when a cache
-  is passed (generation). ``reorder`` follows the beams after each beam-search step.
+- The decoder self-attention KV cache (:class:`KVCache`) is an explicit argument; appending to it is the
+  only state a forward pass changes, and only when a cache is passed (generation). ``reorder`` follows the
+  beams after each beam-search step, lazily: the parent gather is fused into the next append.
 """
 
 from __future__ import annotations
@@ -33,22 +33,35 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 class KVCache:
-    """Keys/values of the decoder self-attention for every layer, preallocated to ``max_len`` positions."""
+    """Keys/values of the decoder self-attention for every layer, grown by one step's positions at a time.
 
-    def __init__(self, n_layers: int, batch: int, n_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device) -> None:
-        shape = (batch, n_heads, max_len, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        self.length = 0  # positions filled so far (same for every layer once a forward pass finishes)
-        self.max_len = max_len
+    ``reorder`` only records the beam parents; the gather happens together with the next append (one
+    ``index_select`` + ``cat`` per layer and step, both contiguous), so a beam step copies the cache once."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.k: list[torch.Tensor | None] = [None] * n_layers  # (B, H, length, dh) each
+        self.v: list[torch.Tensor | None] = [None] * n_layers
+        self.length = 0  # positions cached (same for every layer once a forward pass finishes)
+        self._order: torch.Tensor | None = None  # pending row permutation, applied on the next append
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Row ``r`` becomes old row ``index[r]`` (beam-search parents), for the filled positions only."""
-        n = self.length
-        for layer in range(len(self.k)):
-            self.k[layer][:, :, :n] = self.k[layer][index, :, :n]
-            self.v[layer][:, :, :n] = self.v[layer][index, :, :n]
+        """Row ``r`` becomes old row ``index[r]`` (beam-search parents)."""
+        self._order = index if self._order is None else self._order[index]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the new positions' k, v (B, H, T, dh) to ``layer``; return the layer's full k, v."""
+        old_k, old_v = self.k[layer], self.v[layer]
+        if old_k is not None and old_v is not None:
+            if self._order is not None:
+                old_k, old_v = old_k.index_select(0, self._order), old_v.index_select(0, self._order)
+            k, v = torch.cat([old_k, k], dim=2), torch.cat([old_v, v], dim=2)
+        self.k[layer], self.v[layer] = k, v
+        return k, v
+
+    def advance(self, t: int) -> None:
+        """Every layer has appended ``t`` positions: the pending reorder is done."""
+        self.length += t
+        self._order = None
 
 
 class SelfAttention(nn.Module):
@@ -79,10 +92,7 @@ class SelfAttention(nn.Module):
                                                is_causal=causal and attn_mask is None)
         else:
             start, t = cache.length, x.shape[1]
-            cache.k[layer][:, :, start:start + t] = k
-            cache.v[layer][:, :, start:start + t] = v
-            k_all = cache.k[layer][:, :, :start + t]  # (B, H, start + t, dh)
-            v_all = cache.v[layer][:, :, :start + t]
+            k_all, v_all = cache.append(layer, k, v)  # (B, H, start + t, dh)
             mask = None
             if t > 1:  # new position i sees every cached position and new positions <= i
                 mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(diagonal=start)

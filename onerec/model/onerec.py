@@ -243,7 +243,7 @@ class OneRec(nn.Module):
             if s is not None:
                 stats.append(s)
         if cache is not None:
-            cache.length += t
+            cache.advance(t)
         return self.dec_norm(x), stats
 
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:

@@ -1,0 +1,156 @@
+"""Model speed: training MFU and generation with / without the KV cache (issue 5 speed targets).
+
+Run:  .venv/bin/python benchmarks/bench_model.py --config configs/small.toml [--threads 2] [--json OUT]
+
+Measures, on a synthetic catalogue (random semantic IDs, K codes per level, L levels + dedup):
+1. fp32 matmul peak of this machine, now (best of several square ``torch.mm``), the MFU denominator;
+2. forward + backward of the config's model: code tokens/s, samples/s, model FLOPs/s
+   (``OneRec.forward_flops`` x 3 for the backward) and MFU = FLOPs/s / matmul peak;
+3. beam search: KV-cached vs full-recompute decoder at beam 16 (identical sessions asserted) and the
+   cached search's requests/s and sessions/s at beams 16, 32 and 128.
+Prints a JSON object and a readable table. Figures depend on the (shared, contended) machine: say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from onerec.config import load_section  # noqa: E402
+from onerec.io import write_json  # noqa: E402
+from onerec.model.generate import DecodeMode, TrieCounts, generate_sessions  # noqa: E402
+from onerec.model.onerec import ModelConfig, OneRec  # noqa: E402
+from onerec.tokenizer.codec import SemanticIds  # noqa: E402
+from onerec.tokenizer.trie import CodeTrie  # noqa: E402
+
+
+def _best_time(fn, repeats: int, min_s: float = 0.0) -> float:
+    """Best wall time of ``fn()`` over ``repeats`` calls (after one warm-up call)."""
+    fn()
+    best = float("inf")
+    start = time.perf_counter()
+    for i in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+        if i + 1 >= 2 and time.perf_counter() - start > max(min_s, 0) and min_s:
+            break
+    return best
+
+
+def matmul_peak(n: int = 1024, repeats: int = 10) -> float:
+    """fp32 FLOP/s of an (n x n) @ (n x n) matmul, best of ``repeats``."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    return 2.0 * n**3 / _best_time(lambda: torch.mm(a, b), repeats)
+
+
+def bench_train(model: OneRec, batch: int, history_len: int, m: int, repeats: int, peak: float) -> dict:
+    g = torch.Generator().manual_seed(1)
+    history = torch.randint(0, model.n_items, (batch, history_len), generator=g)
+    sessions = torch.randint(0, model.n_items, (batch, m), generator=g)
+    model.train()
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        model(history, sessions).loss.backward()
+
+    seconds = _best_time(step, repeats)
+    flops = 3.0 * model.forward_flops(batch, history_len, m)
+    return {
+        "batch": batch, "history_len": history_len, "session_items": m, "step_s": seconds,
+        "code_tokens_per_s": batch * m * model.depth / seconds,
+        "decoder_tokens_per_s": batch * m * (model.depth + 1) / seconds,
+        "samples_per_s": batch / seconds,
+        "model_gflops_per_s": flops / seconds / 1e9,
+        "mfu": flops / seconds / peak,
+    }
+
+
+def bench_generation(model: OneRec, trie: CodeTrie, requests: int, history_len: int, m: int,
+                     beams: list[int], compare_beam: int, repeats: int) -> dict:
+    model.eval()
+    g = torch.Generator().manual_seed(2)
+    history = torch.randint(0, model.n_items, (requests, history_len), generator=g)
+    counts = TrieCounts(trie, model.item_codes)
+    out: dict = {"requests": requests, "history_len": history_len, "session_items": m}
+
+    def run(beam: int, mode: DecodeMode):
+        return generate_sessions(model, trie, history, m, beam, mode=mode, counts=counts)
+
+    cached, full = run(compare_beam, DecodeMode.CACHED), run(compare_beam, DecodeMode.FULL)
+    assert torch.equal(cached.items, full.items), "cached and full-recompute beam search disagree"
+    torch.testing.assert_close(cached.logp, full.logp)
+    t_cached = _best_time(lambda: run(compare_beam, DecodeMode.CACHED), repeats)
+    t_full = _best_time(lambda: run(compare_beam, DecodeMode.FULL), repeats)
+    out["cache_vs_full"] = {"beam": compare_beam, "cached_s": t_cached, "full_s": t_full,
+                            "speedup": t_full / t_cached, "identical": True}
+    out["beams"] = {}
+    for beam in beams:
+        t = _best_time(lambda: run(beam, DecodeMode.CACHED), repeats)
+        out["beams"][str(beam)] = {"seconds": t, "requests_per_s": requests / t,
+                                   "sessions_per_s": requests * beam / t}
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/small.toml")
+    p.add_argument("--items", type=int, default=20000, help="catalogue size")
+    p.add_argument("--codebook", type=int, default=256, help="K codes per level")
+    p.add_argument("--levels", type=int, default=3, help="L levels (+ dedup)")
+    p.add_argument("--history", type=int, default=50)
+    p.add_argument("--m", type=int, default=5, help="items per session")
+    p.add_argument("--batch", type=int, default=64, help="training batch")
+    p.add_argument("--requests", type=int, default=4, help="requests per beam-search call")
+    p.add_argument("--beams", default="16,32,128")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    config = load_section(ModelConfig, "model", args.config)
+    rng = np.random.default_rng(0)
+    ids = SemanticIds.from_levels(rng.integers(0, args.codebook, size=(args.items, args.levels)), args.codebook)
+    trie = CodeTrie.from_codes(ids.codes, ids.level_sizes)
+    model = OneRec(config, ids)
+    peak = matmul_peak()
+    result = {
+        "config": args.config, "model": config.__dict__, "params": model.param_counts(),
+        "catalogue": {"items": args.items, "level_sizes": ids.level_sizes},
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads},
+        "matmul_peak_gflops": peak / 1e9,
+        "train": bench_train(model, args.batch, args.history, args.m, args.repeats, peak),
+        "generate": bench_generation(model, trie, args.requests, args.history, args.m,
+                                     [int(b) for b in args.beams.split(",")], 16, args.repeats),
+    }
+    print(json.dumps(result, indent=2))
+    tr, gen = result["train"], result["generate"]
+    print(f"\nmodel {args.config}: {result['params']['total'] / 1e6:.2f}M params "
+          f"({result['params']['active'] / 1e6:.2f}M active), {args.threads} threads")
+    print(f"fp32 matmul peak            {peak / 1e9:9.1f} GFLOP/s")
+    print(f"train fwd+bwd (B={tr['batch']})       {tr['code_tokens_per_s']:9.0f} code tokens/s  "
+          f"{tr['model_gflops_per_s']:7.1f} GFLOP/s  MFU {100 * tr['mfu']:.1f}%")
+    cvf = gen["cache_vs_full"]
+    print(f"beam {cvf['beam']}: cached {cvf['cached_s']:.3f}s  full {cvf['full_s']:.3f}s  "
+          f"speedup {cvf['speedup']:.1f}x (identical sessions)")
+    for beam, row in gen["beams"].items():
+        print(f"beam {beam:>4}: {row['requests_per_s']:8.2f} requests/s  {row['sessions_per_s']:9.1f} sessions/s "
+              f"({gen['requests']} requests x m={gen['session_items']})")
+    if args.json:
+        write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
