@@ -39,9 +39,20 @@ def _register() -> None:
     from onerec.embed.cli import embed_command
 
     app.command("embed")(embed_command)
+    from onerec.tokenizer.cli import tokenize as tokenize_command
+
+    app.command("tokenize")(tokenize_command)
     from onerec.train_cli import train as train_command
 
     app.command("train")(train_command)
+    from onerec.evaluate.cli import baseline as baseline_command
+    from onerec.evaluate.cli import evaluate as evaluate_command
+
+    app.command("evaluate")(evaluate_command)
+    app.command("baseline")(baseline_command)
+    from onerec.reward.cli import app as reward_app
+
+    app.add_typer(reward_app, name="reward")
     from onerec.serve.cli import serve_command
 
     app.command("serve")(serve_command)

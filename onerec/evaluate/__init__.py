@@ -1,1 +1,42 @@
-"""Evaluation: metrics, the leave-one-out and next-session harnesses, and baselines run by the same code."""
+"""Evaluation: metrics, the leave-one-out and next-session harnesses, and baselines run by the same code.
+
+``EvalConfig`` is the ``[eval]`` table shared by ``onerec evaluate`` and ``onerec baseline``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from onerec.config import ConfigError
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """``[eval]`` table: which protocol, split and sizes every model of one comparison is scored with."""
+
+    protocol: Literal["auto", "loo", "session"] = "auto"  # auto: loo when valid/test samples have session -1
+    split: Literal["valid", "test"] = "test"
+    max_history: int = 0  # items of history given to every model; 0 = 20 (loo, TIGER) / 50 (session)
+    m: int = 5  # session length of the next-session protocol
+    beam_size: int = 32  # generative models (>= the largest K of the protocol's ranking)
+    batch_size: int = 64  # requests per beam-search call
+    max_samples: int = 0  # > 0: score only the first N samples (the same N for the model and the baselines)
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("m", "beam_size", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_history", "max_samples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"eval.{name} must be >= 0, got {getattr(self, name)}")
+
+    def history_len(self, protocol: str) -> int:
+        return self.max_history or (20 if protocol == "loo" else 50)
+
+    def ks(self, protocol: str) -> tuple[int, ...]:
+        return (5, 10) if protocol == "loo" else (10, 50)
+
+
+__all__ = ["EvalConfig"]

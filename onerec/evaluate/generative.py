@@ -1,0 +1,77 @@
+"""Harness adapter for generative recommenders (OneRec, TIGER-style): beam search in, ranked items out.
+
+Design choices
+- Next item (EVAL.md §1): ``generate_next_items`` with ``beam_size >= k`` gives the k best distinct valid
+  items, best first; that list is the ranking.
+- Next session (EVAL.md §2): ``generate_sessions`` writes N beams of m items. The ranked list is the top
+  beam, then each following beam's items not seen yet (beam order, then position order), so the first m
+  entries are exactly the top beam ``G`` and the first K are the union of the top beams.
+- Every generated beam is kept (``generated``) for the health metrics of EVAL.md §4; beams that the search
+  could not fill (log-prob -inf: fewer candidates than beams) are left out of them.
+- The adapter owns a ``CodeTrie`` built from the model's own ``item_codes`` buffer, so a run evaluates
+  without its tokenizer directory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from onerec.evaluate import metrics
+
+
+def union_of_beams(items: np.ndarray, k: int) -> np.ndarray:
+    """Beams (B, N, m) -> (B, k): distinct valid items in beam order, then position order; -1 when short."""
+    out = np.full((items.shape[0], k), -1, dtype=np.int64)
+    for row, beams in enumerate(items):
+        flat = beams.reshape(-1)
+        flat = flat[flat >= 0]
+        _, first = np.unique(flat, return_index=True)
+        ranked = flat[np.sort(first)][:k]
+        out[row, : len(ranked)] = ranked
+    return out
+
+
+class GenerativeRecommender:
+    """``recommend(history (B, n), k) -> (B, k)`` by trie-constrained beam search over a OneRec model."""
+
+    def __init__(self, model: Any, beam_size: int, m: int = 1, trie: Any = None) -> None:
+        from onerec.tokenizer.trie import CodeTrie
+
+        self.model = model.eval()
+        self.beam_size = beam_size
+        self.m = m
+        self.trie = trie if trie is not None else CodeTrie.from_codes(model.item_codes.cpu().numpy())
+        self.generated: list[np.ndarray] = []  # each (B, N, m) with unfilled beams removed (set to -1)
+
+    @torch.no_grad()
+    def __call__(self, history: np.ndarray, k: int) -> np.ndarray:
+        from onerec.model.generate import generate_next_items, generate_sessions
+
+        hist = torch.from_numpy(np.asarray(history, dtype=np.int64))  # (B, n)
+        if self.m == 1:
+            items, logp = generate_next_items(self.model, self.trie, hist, k, max(self.beam_size, k))  # (B, k)
+            items = items.masked_fill(~torch.isfinite(logp), -1).numpy()
+            self.generated.append(items[:, :, None])  # (B, k, 1)
+            return items.astype(np.int64)
+        beams = generate_sessions(self.model, self.trie, hist, self.m, self.beam_size)
+        items = beams.items.masked_fill(~torch.isfinite(beams.logp)[..., None], -1).numpy()  # (B, N, m)
+        self.generated.append(items)
+        return union_of_beams(items, k)
+
+    def health(self) -> dict[str, Any]:
+        """EVAL.md §4 over everything generated so far: validity, duplicates, coverage (top beams), code entropy."""
+        if not self.generated:
+            return {}
+        m = self.generated[0].shape[-1]
+        beams = np.concatenate([g.reshape(-1, m) for g in self.generated])  # (S, m) all generated sessions
+        filled = beams[(beams >= 0).any(axis=1)]
+        top = np.concatenate([g[:, 0] for g in self.generated])  # (B, m) the answer each request gets
+        n_items = int(self.model.item_codes.shape[0])
+        codes = self.model.item_codes.cpu().numpy()
+        out = metrics.health(filled, n_items, codes)
+        out["item_coverage_top_beam"] = metrics.item_coverage(top, n_items)
+        out["generated_sessions"] = int(len(filled))
+        return out

@@ -1,0 +1,77 @@
+"""`onerec baseline` and `onerec evaluate` score the model and the baselines on one split and write metrics.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from onerec.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from train_fixture import make_fixture, write_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny next-session data directory with train/valid/test samples and a 6-step OneRec run on it."""
+    from onerec.train import train_command
+
+    root = tmp_path_factory.mktemp("evaluate")
+    data, tok = make_fixture(root, n_train=48, n_valid=16)
+    samples = pl.read_parquet(data / "samples.parquet")
+    samples = samples.with_columns(
+        pl.when(pl.col("sample") >= 56).then(pl.lit("test")).otherwise(pl.col("split")).alias("split")
+    )
+    samples.write_parquet(data / "samples.parquet")
+    config = write_config(root / "tiny.toml")
+    overrides = ("train.max_steps=6", "train.eval_every=3", "train.patience=0", "train.tensorboard=false")
+    train_command(data, tok, config, root / "run", overrides=overrides)
+    return {"root": root, "data": data, "run": root / "run"}
+
+
+EVAL = ["--set", "eval.m=3", "--set", "eval.beam_size=8", "--set", "eval.max_history=8", "--set", "eval.threads=1"]
+
+
+def test_evaluate_writes_same_metrics_for_every_model(trained: dict[str, Path]) -> None:
+    """metrics.json holds onerec, popularity and the given baseline under the same metric names, on 8 test sessions."""
+    pop_dir = trained["root"] / "pop"
+    assert main(["baseline", "popularity", "--data", str(trained["data"]), "--out", str(pop_dir), *EVAL]) == 0
+    assert main(["evaluate", "--run", str(trained["run"]), "--baseline", str(pop_dir), "--json", *EVAL]) == 0
+    result = json.loads((trained["run"] / "metrics.json").read_text())
+    assert result["protocol"] == "session" and result["split"] == "test", f"{result['protocol']} {result['split']}"
+    names = {"session_recall@3", "session_ndcg@3", "recall@10", "ndcg@10", "recall@50", "ndcg@50", "n_sessions"}
+    for model in ("onerec", "popularity"):
+        missing = names - set(result["models"][model])
+        assert not missing, f"{model} lacks {sorted(missing)}"
+        assert result["models"][model]["n_sessions"] == 8, f"{model} scored {result['models'][model]['n_sessions']} sessions"
+    assert result["models"]["popularity"]["recall@10"] == pytest.approx(
+        json.loads((pop_dir / "baseline.json").read_text())["test"]["recall@10"]
+    ), "the stored baseline must score the same as when it was trained"
+
+
+def test_generated_sessions_are_healthy(trained: dict[str, Path]) -> None:
+    """Trie-constrained beam search gives valid_item_rate 1 and duplicate_rate 0 (EVAL.md §4)."""
+    assert main(["evaluate", "--run", str(trained["run"]), *EVAL]) == 0
+    onerec = json.loads((trained["run"] / "metrics.json").read_text())["models"]["onerec"]
+    assert onerec["valid_item_rate"] == 1.0, f"valid_item_rate {onerec['valid_item_rate']}"
+    assert onerec["duplicate_rate"] == 0.0, f"duplicate_rate {onerec['duplicate_rate']}"
+    assert len(onerec["code_entropy"]) == 3, f"entropy per level: {onerec['code_entropy']}"
+
+
+def test_baseline_from_other_data_is_refused(trained: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """A baseline trained on another data directory is an error (exit 2), and metrics.json is not rewritten."""
+    other_data, _ = make_fixture(tmp_path / "other", n_train=48, n_valid=16, seed=1)
+    samples = pl.read_parquet(other_data / "samples.parquet")
+    samples.with_columns(pl.when(pl.col("sample") >= 56).then(pl.lit("test")).otherwise(pl.col("split")).alias("split")
+                         ).write_parquet(other_data / "samples.parquet")
+    assert main(["baseline", "popularity", "--data", str(other_data), "--out", str(tmp_path / "pop"), *EVAL]) == 0
+    before = (trained["run"] / "metrics.json").read_bytes() if (trained["run"] / "metrics.json").exists() else b""
+    code = main(["evaluate", "--run", str(trained["run"]), "--baseline", str(tmp_path / "pop"), *EVAL])
+    assert code == 2, f"exit code {code}"
+    assert "trained on" in capsys.readouterr().err, "the error must say which data the baseline was trained on"
+    after = (trained["run"] / "metrics.json").read_bytes() if (trained["run"] / "metrics.json").exists() else b""
+    assert before == after, "metrics.json changed although evaluation failed"
