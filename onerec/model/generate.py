@@ -26,6 +26,7 @@ Design choices
 from __future__ import annotations
 
 import enum
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +144,7 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
         raise OnerecError(f"n_items ({m}) and beam_size ({n_beams}) must be >= 1")
     if m > model.config.max_session_items:
         raise OnerecError(f"n_items={m} exceeds model.max_session_items={model.config.max_session_items}")
-    counts = counts or TrieCounts(trie, model.item_codes)
+    counts = counts or _trie_counts(trie, model.item_codes)
     bn = b * n_beams
     if exclude is None:
         exclude = torch.empty(b, 0, dtype=torch.long, device=device)
@@ -173,7 +174,7 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
             level_logp = torch.log_softmax(model.level_logits(hidden, j).float(), dim=-1)  # (BN, K_j)
             step_logp = torch.full((bn, v), float("-inf"), device=device)
             step_logp[:, : level_logp.shape[1]] = level_logp
-            allowed = trie.allowed(node).to(device)  # (BN, V)
+            allowed = _fit(trie.allowed(node).to(device), v)  # (BN, V)
             if all_banned.shape[1]:
                 allowed &= _has_unbanned_item(trie, counts, node, j, all_banned, model.item_codes, token_range)
             scores = logp.reshape(bn, 1) + step_logp.masked_fill(~allowed, float("-inf"))  # (BN, V)
@@ -199,6 +200,31 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
     items = items.view(b, n_beams, m)
     items = items.masked_fill(~torch.isfinite(logp)[..., None], -1)
     return SessionBeams(items=items, logp=logp)
+
+
+def _fit(mask: torch.Tensor, v: int) -> torch.Tensor:
+    """(BN, V_trie) -> (BN, v): a trie built without explicit level sizes may have a narrower vocabulary."""
+    if mask.shape[1] >= v:
+        return mask[:, :v]
+    return torch.cat([mask, mask.new_zeros(mask.shape[0], v - mask.shape[1])], dim=1)
+
+
+def _trie_counts(trie: Any, item_codes: torch.Tensor) -> TrieCounts:
+    """TrieCounts of (trie, codes), memoised per trie object (weakly) while the codes are the same."""
+    weights = torch.arange(1, item_codes.numel() + 1, device=item_codes.device).view_as(item_codes)
+    key = (tuple(item_codes.shape), str(item_codes.device), int((item_codes * weights).sum()))  # content
+    try:
+        hit = _COUNTS.get(trie)
+    except TypeError:  # not weak-referenceable
+        return TrieCounts(trie, item_codes)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    counts = TrieCounts(trie, item_codes)
+    _COUNTS[trie] = (key, counts)
+    return counts
+
+
+_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _has_unbanned_item(trie: Any, counts: TrieCounts, node: torch.Tensor, level: int, banned: torch.Tensor,

@@ -151,3 +151,14 @@ def test_all_sessions_enumerated_match_exhaustive_ranking():
     torch.testing.assert_close(beams.logp[0], every[order], msg="beam scores != exhaustive ranking")
     assert {tuple(s) for s in beams.items[0].tolist()} == {tuple(s) for s in sessions.tolist()}, \
         "beams do not enumerate every session"
+
+
+def test_trie_with_narrower_vocabulary_gives_the_same_beams():
+    """A trie built from the codes alone (level sizes inferred, narrower than the model's) gives the same beams."""
+    codes = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 0], [2, 1, 0]])
+    ids = SemanticIds(codes, [5, 4, 3])  # the model's vocabulary is wider than any code used
+    model = tiny_model(ids)
+    history = torch.tensor([[1, 2], [3, -1]])
+    wide = generate_sessions(model, CodeTrie.from_codes(codes, [5, 4, 3]), history, 2, 6)
+    narrow = generate_sessions(model, CodeTrie.from_codes(codes), history, 2, 6)
+    assert torch.equal(wide.items, narrow.items), f"{wide.items.tolist()} != {narrow.items.tolist()}"
