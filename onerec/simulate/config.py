@@ -69,8 +69,8 @@ class SimulateConfig:
     click_slope: float = 1.0
     watch_slope: float = 0.35  # log watch ratio per unit of engagement
     watch_duration_slope: float = -0.35  # log watch ratio per log(duration / median)
-    watch_sigma: float = 0.9
-    watch_max_ratio: float = 2.5  # replays: watch time is capped at this multiple of the duration
+    watch_sigma: float = 0.8
+    watch_max_ratio: float = 2.0  # replays: watch time is capped at this multiple of the duration
     skip_watch_ms: float = 1800.0  # median watch time of an unclicked impression (real: 1.8 s)
     skip_sigma: float = 0.8
     long_view_ms: float = 18000.0  # long_view = watch >= min(this, duration) (matches the real log 99.8 %)

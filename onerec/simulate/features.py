@@ -102,7 +102,7 @@ def synthetic_catalogue(cfg: SimulateConfig, rng: np.random.Generator) -> Catalo
     tag_p = 1.0 / np.arange(1, n_tags + 1) ** 1.1  # Zipf-like (real: the top tag holds ~19 % of videos)
     tag_p = rng.permutation(tag_p / tag_p.sum())
     n_authors = max(1, int(np.ceil(n / cfg.videos_per_author)))
-    author_weight = rng.pareto(1.2, size=n_authors) + 1.0  # a few prolific authors, many small ones
+    author_weight = rng.pareto(2.0, size=n_authors) + 1.0  # a few prolific authors, many small ones
     author_of = rng.choice(n_authors, size=n, p=author_weight / author_weight.sum())
     author_tag = rng.choice(n_tags, size=n_authors, p=tag_p)
     primary = np.where(rng.random(n) < 0.7, author_tag[author_of], rng.choice(n_tags, size=n, p=tag_p))
