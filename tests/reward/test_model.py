@@ -1,0 +1,127 @@
+"""RewardModel properties that hold for any weights: ranges, order, padding, batching, bad input, files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from onerec.io import OnerecError
+from tests.reward.conftest import random_model, tiny_config
+
+
+def _inputs(seed: int = 0, B: int = 3, S: int = 4, m: int = 5, n_items: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    history = torch.randint(0, n_items, (B, 7), generator=g)
+    history[0, 3:] = -1  # a short history
+    sessions = torch.stack([torch.stack([torch.randperm(n_items, generator=g)[:m] for _ in range(S)]) for _ in range(B)])
+    return history, sessions
+
+
+def test_towers_are_probabilities_and_reward_is_weighted_sum() -> None:
+    """Every tower is in (0, 1) with shape (B, S); reward = Σ_t weights[t] · p_t."""
+    model = random_model()
+    history, sessions = _inputs()
+    probs = model.score(history, sessions)
+    assert set(probs) == set(model.towers) | {"reward"}
+    for t in model.towers:
+        p = probs[t]
+        assert p.shape == (3, 4), f"{t}: shape {tuple(p.shape)}"
+        assert bool(((p > 0) & (p < 1)).all()), f"{t}: outside (0, 1): {p.min()}..{p.max()}"
+    expected = sum(model.config.weights.get(t, 0.0) * probs[t] for t in model.towers)
+    torch.testing.assert_close(probs["reward"], expected)
+
+
+def test_session_score_is_order_free_without_position() -> None:
+    """With position=False, permuting a session's items leaves session scores unchanged and permutes item scores."""
+    model = random_model()
+    history, sessions = _inputs()
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    a, b = model.score(history, sessions), model.score(history, sessions[..., perm])
+    for t in a:
+        torch.testing.assert_close(a[t], b[t], msg=f"{t} changed under permutation")
+    ia, ib = model.score_items(history, sessions), model.score_items(history, sessions[..., perm])
+    for t in ia:
+        torch.testing.assert_close(ia[t][..., perm], ib[t], msg=f"item-level {t} did not permute with the items")
+
+
+def test_position_embedding_makes_order_matter() -> None:
+    """With position=True (documented effect), the same items in another order get a different score."""
+    model = random_model(tiny_config(position=True))
+    history, sessions = _inputs()
+    a = model.score(history, sessions)["reward"]
+    b = model.score(history, sessions[..., [4, 3, 2, 1, 0]])["reward"]
+    assert (a - b).abs().max() > 1e-6, "position embedding had no effect"
+
+
+def test_padding_and_batching_do_not_change_scores() -> None:
+    """Trailing -1 padding, and scoring sessions one by one instead of in a batch, give the same scores."""
+    model = random_model()
+    history, sessions = _inputs()
+    padded = torch.cat([sessions, torch.full((3, 4, 2), -1)], dim=-1)
+    full = model.score(history, sessions)
+    torch.testing.assert_close(model.score(history, padded)["reward"], full["reward"])
+    one = model.score(history[1:2], sessions[1:2, 2:3])["reward"]
+    torch.testing.assert_close(one[0, 0], full["reward"][1, 2])
+
+
+def test_unseen_items_are_scored_from_features() -> None:
+    """Two unseen items (fallback id) with identical features and content get identical item scores."""
+    model = random_model(unseen=(5, 6))
+    for key in ("item_idx", "item_num", "content"):
+        buf = getattr(model.item_encoder, key)
+        buf[6] = buf[5]
+    history, _ = _inputs(B=1)
+    sessions = torch.tensor([[[5, 1, 2], [6, 1, 2]]])
+    items = model.score_items(history, sessions)
+    for t, p in items.items():
+        torch.testing.assert_close(p[0, 0, 0], p[0, 1, 0], msg=f"{t}: unseen items differ beyond their features")
+
+
+def test_empty_history_and_no_user_are_allowed() -> None:
+    """A user without history (all -1) and without user id still gets finite probabilities."""
+    model = random_model()
+    _, sessions = _inputs(B=2)
+    probs = model.score(torch.full((2, 4), -1), sessions)
+    assert bool(torch.isfinite(probs["reward"]).all()), probs["reward"]
+
+
+@pytest.mark.parametrize(
+    ("sessions", "users", "message"),
+    [
+        (torch.tensor([[[1, 2, 30]]]), None, "unknown item id"),
+        (torch.tensor([[[1, 2, -3]]]), None, "unknown item id"),
+        (torch.tensor([[[1, 2, 3], [-1, -1, -1]]]), None, "empty session"),
+        (torch.tensor([[[1, 2, 3]]]), torch.tensor([6]), "unknown user id"),
+        (torch.tensor([[1, 2, 3]]), None, "expected history"),
+    ],
+)
+def test_bad_input_is_a_clear_error(sessions: torch.Tensor, users: torch.Tensor | None, message: str) -> None:
+    """Unknown items/users, empty sessions and wrong shapes raise OnerecError naming the problem."""
+    model = random_model()
+    with pytest.raises(OnerecError, match=message):
+        model.score(torch.tensor([[1, 2]]), sessions, users)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    """A saved and reloaded model gives exactly the same scores and keeps config, towers and meta."""
+    from onerec.reward.model import RewardModel
+
+    model = random_model(tiny_config(position=True))
+    model.save(tmp_path / "rm")
+    loaded = RewardModel.load(tmp_path / "rm")
+    history, sessions = _inputs()
+    users = torch.tensor([0, 1, 5])
+    a, b = model.score(history, sessions, users), loaded.score(history, sessions, users)
+    for t in a:
+        torch.testing.assert_close(a[t], b[t], rtol=0, atol=0)
+    assert loaded.config == model.config and loaded.towers == model.towers and loaded.meta == model.meta
+
+
+def test_load_rejects_non_model_dir(tmp_path: Path) -> None:
+    """Loading a directory without reward.json / reward.safetensors is an OnerecError."""
+    from onerec.reward.model import RewardModel
+
+    with pytest.raises(OnerecError, match="not a reward model directory"):
+        RewardModel.load(tmp_path)
