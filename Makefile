@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean train-ddp
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,16 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# 2-rank CPU training (gloo, DDP) of the tiny config on a small generated data set; FSDP2: STRATEGY=fsdp.
+STRATEGY ?= ddp
+train-ddp: $(STAMP)
+	rm -rf runs/train-ddp
+	$(BIN)/python tests/train_fixture.py runs/train-ddp
+	OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc_per_node=2 -m onerec.cli train \
+	  --data runs/train-ddp/data --tokenizer runs/train-ddp/tok --config configs/tiny.toml \
+	  --out runs/train-ddp/run --set train.batch_size=8 --set train.micro_batch_size=4 \
+	  --set train.epochs=3 --set train.strategy=$(STRATEGY)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -171,14 +171,15 @@ def wrap_model(
     info: DistInfo,
     strategy: Strategy = "ddp",
     fsdp_units: Callable[[nn.Module], list[nn.Module]] | None = None,
-    find_unused_parameters: bool = True,
+    find_unused_parameters: bool = False,
 ) -> nn.Module:
     """Move ``model`` to this rank's device and wrap it for data parallelism (unchanged when alone).
 
     DDP keeps a full replica per rank and all-reduces gradients. FSDP2 shards each unit returned by
     ``fsdp_units`` (default: every block of every ``nn.ModuleList``) and then the root; the module keeps
-    its class (plus ``FSDPModule``), parameters become DTensors. ``find_unused_parameters`` is on by
-    default because an MoE layer may route no token to some expert in a micro-batch.
+    its class (plus ``FSDPModule``), parameters become DTensors. ``find_unused_parameters`` (DDP) is off:
+    OneRec's experts live in stacked (E, ...) parameters, so an expert that gets no token still leaves no
+    parameter unused; a model whose forward skips whole parameters must turn it on.
     """
     model = model.to(info.device)
     if not info.distributed:

@@ -1,0 +1,226 @@
+"""Trainer speed and memory: MFU of `small` through the real loop, samples/s at 1 and 2 ranks, and memory
+per rank with DDP vs FSDP2 on `base`.
+
+    .venv/bin/python benchmarks/bench_train.py                    # everything (a few minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_train.py --skip-memory      # MFU + scaling only
+
+1. fp32 matmul peak of this machine, now (best of several 2048^2 ``torch.mm``): the MFU denominator.
+2. MFU of ``configs/small.toml`` trained by ``onerec.train.fit`` itself (collate, forward, backward,
+   clipping, AdamW, logging): model FLOPs per step counted by ``torch.utils.flop_counter.FlopCounterMode``
+   on one forward+backward of the same batch, divided by the median step time (after warm-up steps).
+3. Samples/s of `small` at 1 rank (2 threads), 1 rank (1 thread) and 2 ranks x 1 thread (torchrun, gloo,
+   DDP), same global batch, the same micro-batches (1 rank accumulates 2).
+4. `base` (K = 8192 x 3 levels + 64 dedup, history 256, m = 10; ~101M parameters) on 2 ranks with DDP and
+   FSDP2, micro-batch 1: the parameter bytes each rank holds (measured from its local tensors), the
+   training state that implies (params + grads + 2 AdamW moments = 4x, fp32), and peak RSS per rank
+   (``ru_maxrss``, includes the Python/torch runtime and activations).
+
+Data are synthetic (random items; full-length histories, full sessions) so shapes are the configs' maxima.
+Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from onerec import dist as D  # noqa: E402
+from onerec.batching import Ragged, SampleTable, collate  # noqa: E402
+from onerec.config import load_section  # noqa: E402
+from onerec.model.onerec import ModelConfig, OneRec  # noqa: E402
+from onerec.train import TrainConfig, fit  # noqa: E402
+
+TOKENIZERS = {"small": ([256, 256, 256, 4], 20_000), "base": ([8192, 8192, 8192, 64], 100_000)}
+
+
+class _Stop(Exception):
+    pass
+
+
+def matmul_peak(n: int = 2048, repeats: int = 8) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2.0 * n**3 / best
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def synthetic(n: int, n_items: int, hist: int, m: int, seed: int = 0) -> SampleTable:
+    """``n`` samples with full-length histories and sessions of random distinct-ish items."""
+    rng = np.random.default_rng(seed)
+    def ragged(width: int) -> Ragged:
+        return Ragged(rng.integers(0, n_items, n * width).astype(np.int64), np.arange(n + 1, dtype=np.int64) * width)
+    ts = Ragged(np.tile(np.arange(hist, dtype=np.int64) * 1000, n), np.arange(n + 1, dtype=np.int64) * hist)
+    return SampleTable(history=ragged(hist), history_ts=ts, target=ragged(m), sample=np.arange(n))
+
+
+def build(name: str) -> OneRec:
+    cfg = load_section(ModelConfig, "model", REPO / "configs" / f"{name}.toml", ["model.dropout=0.0"])
+    sizes, n_items = TOKENIZERS[name]
+    codes = np.stack([np.random.default_rng(j).integers(0, s, n_items) for j, s in enumerate(sizes)], 1)
+    return OneRec(cfg, SimpleNamespace(codes=codes, level_sizes=sizes))
+
+
+def train_steps(name: str, info: D.DistInfo, strategy: str, steps: int, batch: int, micro: int, out: Path,
+                stop_at: int = 0) -> dict:
+    """Run ``fit`` on synthetic data; returns per-step times and memory figures (at ``stop_at`` if given)."""
+    model = build(name)
+    n_params = sum(p.numel() for p in model.parameters())
+    c = model.config
+    table = synthetic(batch * steps, model.n_items, c.max_history, c.max_session_items)
+    cfg = TrainConfig(batch_size=batch, micro_batch_size=micro, max_steps=steps, warmup_steps=1, epochs=1,
+                      save_every=10**9, log_every=1, progress=False, tensorboard=False, strategy=strategy)
+    report: dict = {}
+
+    def on_step(step: int) -> None:
+        if step == stop_at:
+            local = [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters()]
+            report["param_bytes_per_rank"] = sum(t.numel() * t.element_size() for t in local)
+            report["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            raise _Stop
+
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        fit(model, table, None, cfg, out, {}, info, on_step=on_step if stop_at else None)
+    except _Stop:
+        pass
+    if info.is_main and (out / "train_log.jsonl").exists():
+        rows = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
+        report["step_seconds"] = [batch / r["samples_per_s"] for r in rows if r["kind"] == "train"]
+    report["params"] = n_params
+    return report
+
+
+def count_step_flops(model: OneRec, table: SampleTable, batch: int) -> float:
+    """Matmul FLOPs of one forward + backward on ``batch`` samples (FlopCounterMode, exact for mm/bmm/sdpa)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b = collate(table, np.arange(batch), model.config.max_history, model.config.max_session_items)
+    with FlopCounterMode(display=False) as counter:
+        model(**b).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Under torchrun: one training of ``args.model`` with ``args.strategy``; rank 0 writes JSON, others too."""
+    torch.set_num_threads(1)
+    info = D.init_distributed("cpu")
+    out = Path(args.out)
+    rep = train_steps(args.model, info, args.strategy, args.steps, args.batch, args.micro, out / "run",
+                      stop_at=args.stop_at)
+    (out / f"rank{info.rank}.json").write_text(json.dumps(rep))
+    D.teardown()
+
+
+def launch(model: str, strategy: str, steps: int, batch: int, micro: int, stop_at: int = 0) -> list[dict]:
+    with tempfile.TemporaryDirectory(dir=REPO / "runs" if (REPO / "runs").is_dir() else None) as tmp:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
+               "--worker", "--model", model, "--strategy", strategy, "--steps", str(steps), "--batch", str(batch),
+               "--micro", str(micro), "--stop-at", str(stop_at), "--out", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if proc.returncode:
+            raise SystemExit(f"torchrun failed:\n{proc.stderr[-4000:]}")
+        return [json.loads((Path(tmp) / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def median_after_warmup(times: list[float], warmup: int) -> float:
+    return statistics.median(times[warmup:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--strategy", default="ddp")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--micro", type=int, default=16)
+    ap.add_argument("--stop-at", type=int, default=0)
+    ap.add_argument("--out", default="")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-scaling", action="store_true")
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+
+    result: dict = {"machine": f"{os.cpu_count()} CPUs (shared, contended), torch {torch.__version__}",
+                    "config": "small", "global_batch": args.batch, "micro_batch": args.micro}
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    peak = matmul_peak()
+    result["matmul_peak_gflops"] = peak / 1e9
+    model = build("small")
+    table = synthetic(args.batch, model.n_items, model.config.max_history, model.config.max_session_items)
+    flops = count_step_flops(model, table, args.batch)
+    result["step_gflops_counted"] = flops / 1e9
+    result["step_gflops_analytic"] = 3 * model.forward_flops(args.batch, model.config.max_history,
+                                                             model.config.max_session_items) / 1e9
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = train_steps("small", D.DistInfo(), "ddp", args.steps, args.batch, args.batch, Path(tmp))
+    step_s = median_after_warmup(rep["step_seconds"], args.warmup)
+    result["small_params"] = rep["params"]
+    result["mfu"] = flops / step_s / peak
+    result["samples_per_s"] = {"1 rank x 2 threads": args.batch / step_s}
+
+    if not args.skip_scaling:
+        torch.set_num_threads(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            rep1 = train_steps("small", D.DistInfo(), "ddp", args.steps, args.batch, args.micro, Path(tmp))
+        result["samples_per_s"]["1 rank x 1 thread"] = args.batch / median_after_warmup(rep1["step_seconds"],
+                                                                                        args.warmup)
+        for strategy in ("ddp", "fsdp"):
+            reps = launch("small", strategy, args.steps, args.batch, args.micro)
+            result["samples_per_s"][f"2 ranks x 1 thread ({strategy})"] = args.batch / median_after_warmup(
+                reps[0]["step_seconds"], args.warmup)
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+    if not args.skip_memory:
+        result["base_memory"] = {}
+        for strategy in ("ddp", "fsdp"):
+            reps = launch("base", strategy, steps=3, batch=2, micro=1, stop_at=2)
+            result["base_memory"][strategy] = {
+                "params": reps[0]["params"],
+                "param_bytes_per_rank": [r["param_bytes_per_rank"] for r in reps],
+                "train_state_bytes_per_rank": [4 * r["param_bytes_per_rank"] for r in reps],
+                "peak_rss_bytes_per_rank": [r["peak_rss_bytes"] for r in reps],
+            }
+
+    print(f"machine                      {result['machine']}")
+    print(f"fp32 matmul peak             {result['matmul_peak_gflops']:8.1f} GFLOP/s (2 threads)")
+    print(f"small: {result['small_params'] / 1e6:.1f}M params, batch {args.batch}, step FLOPs counted "
+          f"{result['step_gflops_counted']:.1f} G (analytic {result['step_gflops_analytic']:.1f} G)")
+    print(f"small training MFU (trainer) {100 * result['mfu']:8.1f} %")
+    for k, v in result["samples_per_s"].items():
+        print(f"samples/s {k:32s} {v:8.1f}")
+    for strategy, mem in result.get("base_memory", {}).items():
+        gib = 2**30
+        print(f"base {strategy:4s}: {mem['params'] / 1e6:.1f}M params; per rank: params "
+              f"{[round(b / gib, 3) for b in mem['param_bytes_per_rank']]} GiB, train state (4x) "
+              f"{[round(b / gib, 2) for b in mem['train_state_bytes_per_rank']]} GiB, peak RSS "
+              f"{[round(b / gib, 2) for b in mem['peak_rss_bytes_per_rank']]} GiB")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
