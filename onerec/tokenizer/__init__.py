@@ -27,8 +27,9 @@ class TokenizerConfig:
     balanced_algorithm: Literal["greedy", "paper"] = "greedy"  # greedy: fast, vectorised; paper: Algorithm 1
     iters: int = 10  # centroid-update / assignment rounds per level (k-means and balanced)
     candidates: int = 16  # nearest clusters per item considered by the greedy assignment
-    refine_rounds: int = 2  # exchange (pairwise swap) rounds after each greedy assignment
-    chunk_size: int = 65536  # items per distance block (bounds memory: chunk_size * K floats)
+    refine_rounds: int = 1  # exchange (pairwise swap) rounds after each greedy assignment
+    price_rounds: int = 20  # auction price-ascent rounds before each greedy assignment
+    train_points_per_centroid: int = 256  # Lloyd rounds run on at most this many items per cluster
     normalize: bool = False  # L2-normalise embeddings before quantising
     # RQ-VAE
     rqvae_latent_dim: int = 32
@@ -39,14 +40,17 @@ class TokenizerConfig:
     rqvae_beta: float = 0.25  # commitment weight (VQ-VAE eq. 3)
 
     def __post_init__(self) -> None:
-        for name in ("levels", "codebook_size", "iters", "candidates", "chunk_size", "rqvae_latent_dim",
+        for name in ("levels", "codebook_size", "iters", "candidates", "rqvae_latent_dim",
                      "rqvae_hidden", "rqvae_epochs", "rqvae_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"tokenizer.{name} must be >= 1, got {getattr(self, name)}")
         if self.codebook_size < 2:
             raise ConfigError(f"tokenizer.codebook_size must be >= 2, got {self.codebook_size}")
-        if self.refine_rounds < 0:
-            raise ConfigError(f"tokenizer.refine_rounds must be >= 0, got {self.refine_rounds}")
+        for name in ("refine_rounds", "price_rounds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"tokenizer.{name} must be >= 0, got {getattr(self, name)}")
+        if self.train_points_per_centroid < 1:
+            raise ConfigError("tokenizer.train_points_per_centroid must be >= 1")
         if self.rqvae_lr <= 0 or self.rqvae_beta < 0:
             raise ConfigError("tokenizer.rqvae_lr must be > 0 and tokenizer.rqvae_beta >= 0")
 
