@@ -292,7 +292,8 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
 
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Load a full, name-keyed optimizer state (rank 0 holds it; others pass {}) at any world size."""
+    """Load a full, name-keyed optimizer state at any world size (under torchrun rank 0's copy is broadcast,
+    so other ranks may pass {} or the same dict)."""
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
     set_optimizer_state_dict(

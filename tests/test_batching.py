@@ -1,0 +1,44 @@
+"""samples.parquet rows -> padded tensors, and which samples train the seed model."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import torch
+
+from onerec.batching import SampleTable, collate, seed_samples
+
+
+def _frame() -> pl.DataFrame:
+    return pl.DataFrame({
+        "sample": [0, 1, 2, 3],
+        "session": [10, 11, -1, 12],
+        "split": ["train", "train", "train", "valid"],
+        "history": [[1, 2, 3, 4, 5], [7], [], [8, 9]],
+        "history_ts": [[1, 2, 3, 4, 5], [9], [], [3, 4]],
+        "target": [[6, 7, 8, 9], [2], [3, 4], [1]],
+    }, schema_overrides={"history": pl.List(pl.Int32), "target": pl.List(pl.Int32)})
+
+
+def test_collate_keeps_recent_history_and_first_session_items() -> None:
+    """History keeps the last max_history items left-aligned (-1 padded); sessions the first m items."""
+    batch = collate(SampleTable.from_frame(_frame()), np.array([0, 1, 2]), max_history=3, session_len=3)
+    want_h = torch.tensor([[3, 4, 5], [7, -1, -1], [-1, -1, -1]])
+    want_s = torch.tensor([[6, 7, 8], [2, -1, -1], [3, 4, -1]])
+    assert torch.equal(batch["history"], want_h), f"history {batch['history'].tolist()}"
+    assert torch.equal(batch["sessions"], want_s), f"sessions {batch['sessions'].tolist()}"
+    assert torch.equal(batch["history_ts"], torch.tensor([[3, 4, 5], [9, 0, 0], [0, 0, 0]])), "history_ts misaligned"
+
+
+def test_collate_width_is_longest_history_in_batch() -> None:
+    """A batch is only as wide as its longest history (capped by max_history), at least 1."""
+    table = SampleTable.from_frame(_frame())
+    assert collate(table, np.array([1, 3]), 50, 2)["history"].shape == (2, 2)
+    assert collate(table, np.array([2]), 50, 2)["history"].shape == (1, 1)
+
+
+def test_seed_samples_keep_high_quality_sessions_and_windows() -> None:
+    """Train samples are those of high-quality sessions plus windows (session -1), in sample order."""
+    sessions = pl.DataFrame({"session": [10, 11, 12], "high_quality": [True, False, True]})
+    kept = seed_samples(_frame(), sessions, "train")["sample"].to_list()
+    assert kept == [0, 2], f"kept samples {kept}, want [0, 2]"
