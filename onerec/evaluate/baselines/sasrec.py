@@ -12,7 +12,8 @@ Design choices
 - Training sequences longer than ``max_len + 1`` are cut into consecutive windows, so every target of
   ``i_2..i_{n-2}`` is trained on exactly once per epoch (earlier windows see a shorter context).
 - Model selection on the validation split only: evaluate NDCG@10 every ``eval_every`` epochs, keep the
-  best weights, stop after ``patience`` evaluations without improvement.
+  best weights, stop after ``patience`` evaluations without improvement, or (``time_budget_s``) after
+  the first epoch that ends past the budget, which is then evaluated too.
 - Seeds: one ``torch.Generator`` for initialisation, shuffling and dropout masks derive from it too
   (``torch.manual_seed`` is called with the config seed because dropout has no generator argument).
 """
@@ -48,6 +49,7 @@ class SASRecConfig:
     patience: int = 3
     seed: int = 0
     threads: int = 2
+    time_budget_s: float = 0.0  # > 0: stop after the first epoch that ends past this many seconds
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "ffn_mult", "max_len", "batch_size", "epochs", "eval_every", "threads"):
@@ -55,6 +57,8 @@ class SASRecConfig:
                 raise ConfigError(f"sasrec.{name} must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise ConfigError(f"sasrec.d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.time_budget_s < 0:
+            raise ConfigError(f"sasrec.time_budget_s must be >= 0, got {self.time_budget_s}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"sasrec.dropout must be in [0, 1), got {self.dropout}")
         if self.lr <= 0:
@@ -228,7 +232,8 @@ def fit(
     for epoch in range(1, cfg.epochs + 1):
         loss = train_epoch(model, windows, opt, cfg.batch_size, gen)
         row = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0}
-        if validate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+        out_of_time = cfg.time_budget_s > 0 and row["seconds"] > cfg.time_budget_s
+        if validate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time):
             score = validate(SASRecRecommender(model))
             row["valid_ndcg@10"] = score
             if score > best_score:
@@ -239,7 +244,7 @@ def fit(
         history.append(row)
         if log is not None:
             log(row)
-        if validate is not None and bad > cfg.patience:
+        if (validate is not None and bad > cfg.patience) or out_of_time:
             break
     if best_state is not None:
         model.load_state_dict(best_state)

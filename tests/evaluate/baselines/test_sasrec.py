@@ -27,7 +27,7 @@ def _planted(n_users: int = 150, seed: int = 0) -> list[np.ndarray]:
 
 
 def _tiny(**kw) -> sasrec.SASRecConfig:
-    base = dict(d_model=32, n_layers=1, n_heads=2, dropout=0.0, max_len=8, lr=1e-2, batch_size=64, epochs=15, threads=2)
+    base = dict(d_model=32, n_layers=1, n_heads=2, dropout=0.0, max_len=8, lr=1e-2, batch_size=64, epochs=12, threads=2)
     return sasrec.SASRecConfig(**(base | kw))
 
 
@@ -74,3 +74,12 @@ def test_bad_config_is_a_config_error() -> None:
     """d_model not divisible by n_heads is refused with ConfigError."""
     with pytest.raises(ConfigError, match="n_heads"):
         sasrec.SASRecConfig(d_model=30, n_heads=4)
+
+
+def test_time_budget_stops_after_one_epoch_and_evaluates_it() -> None:
+    """With a budget already spent after epoch 1, training stops there and that epoch is validated."""
+    loo = protocols.leave_one_out(_planted(60), N_ITEMS, max_history=8)
+    calls = []
+    _, summary = sasrec.fit(loo.train_sequences, N_ITEMS, _tiny(epochs=5, eval_every=3, time_budget_s=1e-9),
+                            validate=lambda r: calls.append(1) or 0.5)
+    assert summary["epochs_run"] == 1 and len(calls) == 1, f"ran {summary['epochs_run']} epochs, {len(calls)} evaluations"
