@@ -96,7 +96,7 @@ class SimulateConfig:
     target_comment: float = 0.0025
     target_share: float = 0.0009
     target_hate: float = 0.00083
-    calibration_requests: int = 20000
+    calibration_requests: int = 60000  # rare rates (share 0.0009) hinge on the tail of engagement
 
     # report: OneRec's high-quality session rule
     hq_min_clicks: int = 5

@@ -131,7 +131,7 @@ def sample_items(rng: np.random.Generator, x: np.ndarray, duration_ms: np.ndarra
     return out
 
 
-def _bisect(f, target: float, lo: float = -30.0, hi: float = 30.0, steps: int = 60) -> float:
+def _bisect(f, target: float, lo: float = -30.0, hi: float = 30.0, steps: int = 40) -> float:
     """Root of the increasing function ``f(c) = target`` on [lo, hi]."""
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
