@@ -309,17 +309,18 @@ class OneRec(nn.Module):
                 idle += (cfg.n_experts - cfg.top_k) * 2 * cfg.d_model * cfg.expert_d_ff
         return {"total": total, "active": total - idle}
 
-    def forward_flops(self, batch: int, history_len: int, n_items: int) -> float:
+    def forward_flops(self, batch: int, history_len: int, n_items: int, attention: bool = True) -> float:
         """Matmul FLOPs (2 per multiply-add) of one forward on (batch, history_len) x (batch, n_items).
 
-        Counts projections, attention scores/values (causal self-attention at half), the active experts and
-        router, the level-local heads and the item-embedding projection; ignores norms and softmaxes."""
+        Counts projections, the active experts and router, the level-local heads and the item-embedding
+        projection, plus (``attention``) attention scores/values with causal self-attention at half; ignores
+        norms and softmaxes. Without attention it equals torch's FlopCounterMode count (a test checks)."""
         cfg, c = self.config, self.config.d_model
         s, t = history_len + 1, n_items * (self.depth + 1)
-        enc = cfg.encoder_layers * (s * (4 * c * c + 2 * c * cfg.d_ff) + 2 * s * s * c)
-        enc += history_len * cfg.item_emb_dim * c
+        enc = cfg.encoder_layers * s * (4 * c * c + 2 * c * cfg.d_ff) + history_len * cfg.item_emb_dim * c
         ffn = 2 * c * cfg.d_ff if cfg.ffn == "dense" else cfg.top_k * 2 * c * cfg.expert_d_ff + c * cfg.n_experts
-        dec = cfg.decoder_layers * (t * (4 * c * c + 2 * c * c + ffn) + s * 2 * c * c + t * t * c + 2 * t * s * c)
+        dec = cfg.decoder_layers * (t * (4 * c * c + 2 * c * c + ffn) + s * 2 * c * c)
         head = n_items * c * sum(self.level_sizes)
-        return 2.0 * batch * (enc + dec + head)
+        attn = cfg.encoder_layers * 2 * s * s * c + cfg.decoder_layers * (t * t * c + 2 * t * s * c)
+        return 2.0 * batch * (enc + dec + head + (attn if attention else 0))
 

@@ -172,3 +172,20 @@ def test_shipped_configs_load(name):
     counts = model.param_counts()
     assert 0 < counts["active"] <= counts["total"], f"{name}: parameter counts {counts}"
     assert isinstance(CodeTrie.from_codes(ids.codes, ids.level_sizes).depth, int)
+
+
+def test_forward_flops_match_torch_flop_counter():
+    """The analytic matmul FLOPs (the MFU numerator, attention aside) equal torch's FlopCounterMode count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ids, _ = catalogue(n_items=60, codebook=8, levels=2)
+    emb = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    history, sessions = random_history(4, 9, 60, seed=8), torch.randint(0, 60, (4, 3))
+    for overrides in ({}, {"ffn": "dense"}):
+        model = OneRec(tiny_config(item_emb_dim=8, **overrides), ids, item_embeddings=emb)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(history, sessions)  # padded history slots cost the same as real ones
+        expected = model.forward_flops(4, 9, 3, attention=False)
+        assert counter.get_total_flops() == expected, f"{overrides}: counted {counter.get_total_flops()}, " \
+                                                      f"analytic {expected}"
