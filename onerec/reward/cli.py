@@ -30,12 +30,8 @@ def train_cmd(
     from onerec.reward.train import train_reward
 
     cfg = load_section(RewardConfig, "reward", config, set_)
-    model = train_reward(data, out, cfg, emb)
+    model = train_reward(data, out, cfg, emb, echo=typer.echo)
     meta = model.meta
-    for entry in meta["train_log"]:
-        typer.echo("epoch {epoch}: train loss {train_loss:.4f}".format(**entry)
-                   + (f", valid loss {entry['valid_loss']:.4f}" if "valid_loss" in entry else "")
-                   + f" ({entry['seconds']:.1f}s)")
     dropped = f"; dropped (no labels): {', '.join(meta['towers_dropped'])}" if meta["towers_dropped"] else ""
     typer.echo(f"towers {', '.join(model.towers)}{dropped}; {meta['train_sessions']:,} training sessions, "
                f"{meta['sessions_without_sample']:,} without a sample; {meta['train_seconds']:.1f}s")

@@ -71,14 +71,18 @@ class ItemEncoder(nn.Module):
 
     def forward(self, items: Tensor, id_drop: Tensor | None = None) -> Tensor:
         flat = items.reshape(-1)  # (N,) ids in 0..I-1
+        # features are computed once per distinct item of the batch (histories repeat items a lot)
+        uniq, inv = torch.unique(flat, return_inverse=True)  # (U,), (N,)
+        feat = self.features(self.item_idx[uniq], self.item_num[uniq])  # (U, d)
+        if self.content_proj is not None:
+            feat = feat + self.content_proj(self.content[uniq])
+        with_id = self.norm(self.id_emb(uniq) + feat)  # (U, d)
+        fallback = self.norm(self.id_emb.weight[self.n_items] + feat)  # (U, d)
         use_id = self.item_known[flat]
         if id_drop is not None:
             use_id = use_id & ~id_drop.reshape(-1)
-        ids = torch.where(use_id, flat, torch.full_like(flat, self.n_items))
-        v = self.id_emb(ids) + self.features(self.item_idx[flat], self.item_num[flat])  # (N, d)
-        if self.content_proj is not None:
-            v = v + self.content_proj(self.content[flat])
-        return self.norm(v).reshape(*items.shape, -1)  # (..., d)
+        v = torch.where(use_id[:, None], with_id[inv], fallback[inv])  # (N, d)
+        return v.reshape(*items.shape, -1)  # (..., d)
 
 
 class UserTower(nn.Module):
@@ -244,33 +248,28 @@ class RewardModel(nn.Module):
         return sum(weights.get(t, 0.0) * probs[t] for t in self.towers)
 
     @torch.no_grad()
-    def score(self, history: Tensor, sessions: Tensor, users: Tensor | None = None) -> dict[str, Tensor]:
-        """``{tower: (B, S)}`` session probabilities plus ``"reward"``; history (B, n), sessions (B, S, m), -1 pads."""
+    def _eval_logits(self, history: Tensor, sessions: Tensor, users: Tensor | None) -> tuple[Tensor, dict, dict]:
         history, sessions = torch.as_tensor(history).long(), torch.as_tensor(sessions).long()
         users = None if users is None else torch.as_tensor(users).long()
         self.check_inputs(history, sessions, users)
         was_training = self.training
         self.eval()
         try:
-            logits, _ = self(history, sessions, users)
+            session_logits, item_logits = self(history, sessions, users)
         finally:
             self.train(was_training)
+        return sessions, session_logits, item_logits
+
+    def score(self, history: Tensor, sessions: Tensor, users: Tensor | None = None) -> dict[str, Tensor]:
+        """``{tower: (B, S)}`` session probabilities plus ``"reward"``; history (B, n), sessions (B, S, m), -1 pads."""
+        _, logits, _ = self._eval_logits(history, sessions, users)
         probs = {t: torch.sigmoid(x) for t, x in logits.items()}
         probs["reward"] = self.combine(probs)
         return probs
 
-    @torch.no_grad()
     def score_items(self, history: Tensor, sessions: Tensor, users: Tensor | None = None) -> dict[str, Tensor]:
         """``{tower: (B, S, m)}`` item-level probabilities in the session's context; NaN at padding."""
-        history, sessions = torch.as_tensor(history).long(), torch.as_tensor(sessions).long()
-        users = None if users is None else torch.as_tensor(users).long()
-        self.check_inputs(history, sessions, users)
-        was_training = self.training
-        self.eval()
-        try:
-            _, logits = self(history, sessions, users)
-        finally:
-            self.train(was_training)
+        sessions, _, logits = self._eval_logits(history, sessions, users)
         pad = sessions < 0
         return {t: torch.sigmoid(x).masked_fill(pad, float("nan")) for t, x in logits.items()}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ def batch_loss(model: RewardModel, batch: dict[str, Any], item_weight: float,
 
 
 def fit(model: RewardModel, table: SessionTable, labels: Labels, train: np.ndarray, valid: np.ndarray,
-        config: RewardConfig) -> list[dict[str, float]]:
+        config: RewardConfig, echo: Callable[[str], None] | None = None) -> list[dict[str, float]]:
     """Train ``model`` in place (seeded); keeps the best-validation epoch; returns the per-epoch log."""
     gen = torch.Generator().manual_seed(config.seed)
     log = []
@@ -154,6 +155,8 @@ def fit(model: RewardModel, table: SessionTable, labels: Labels, train: np.ndarr
                 if entry["valid_loss"] < best:
                     best, best_state = entry["valid_loss"], copy.deepcopy(model.state_dict())
             log.append(entry)
+            if echo is not None:
+                echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
         if best_state is not None:
             model.load_state_dict(best_state)
     model.eval()
@@ -182,7 +185,8 @@ def predict(model: RewardModel, table: SessionTable, rows: np.ndarray, batch_siz
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def train_reward(data_dir: Path, out_dir: Path, config: RewardConfig, emb_dir: Path | None = None) -> RewardModel:
+def train_reward(data_dir: Path, out_dir: Path, config: RewardConfig, emb_dir: Path | None = None,
+                 echo: Callable[[str], None] | None = None) -> RewardModel:
     """Train the session reward model on ``data_dir`` and write ``out_dir`` (reward.safetensors, reward.json)."""
     torch.set_num_threads(config.threads)
     t0 = time.time()
@@ -191,7 +195,7 @@ def train_reward(data_dir: Path, out_dir: Path, config: RewardConfig, emb_dir: P
     train = session_rows(table, config.train_splits)
     valid = session_rows(table, [config.valid_split])
     model = RewardModel(config, towers, catalog, meta)
-    log = fit(model, table, labels, train, valid, config)
+    log = fit(model, table, labels, train, valid, config, echo)
     model.meta.update({
         "data": str(data_dir), "emb": None if emb_dir is None else str(emb_dir), "train_sessions": int(len(train)),
         "valid_sessions": int(len(valid)), "sessions_without_sample": table.n_without_sample,

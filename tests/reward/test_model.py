@@ -125,3 +125,22 @@ def test_load_rejects_non_model_dir(tmp_path: Path) -> None:
 
     with pytest.raises(OnerecError, match="not a reward model directory"):
         RewardModel.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["kuairand.toml", "demo.toml", "tiny.toml"])
+def test_shipped_configs_load(name: str) -> None:
+    """Every shipped [reward] table loads into a valid RewardConfig."""
+    from onerec.config import load_section
+    from onerec.reward import RewardConfig
+
+    cfg = load_section(RewardConfig, "reward", Path(__file__).resolve().parents[2] / "configs" / name)
+    assert isinstance(cfg, RewardConfig) and cfg.towers, cfg
+
+
+def test_config_rejects_bad_values() -> None:
+    """Unknown towers, d_model not divisible by n_heads and out-of-range quantiles are ConfigErrors."""
+    from onerec.config import ConfigError
+
+    for kwargs in ({"towers": ["xtr"]}, {"d_model": 10, "n_heads": 3}, {"swt_quantile": 1.0}, {"towers": []}):
+        with pytest.raises(ConfigError):
+            tiny_config(**kwargs)
