@@ -278,7 +278,7 @@ def fit(
 
     try:
         wrapped.train()
-        stopped_early = False
+        stopped_early = bool(cfg.patience) and pos["bad_evals"] >= cfg.patience  # a resumed, finished run
         t_last = time.perf_counter()
         while pos["step"] < total and not stopped_early:
             batches = D.global_batches(len(train), cfg.batch_size, cfg.seed, pos["epoch"])
