@@ -68,35 +68,6 @@ def test_rates_within_calibration_band(calibration_world_dir: Path) -> None:
     assert share > 0.05, f"only {share:.1%} of user-days have a high-quality request (real Pure: ~1 %)"
 
 
-def test_world_load_round_trip(tiny_world_dir: Path) -> None:
-    """World.load rebuilds arrays, config and intercepts exactly."""
-    from onerec.simulate.world import ARRAYS, World, build_world
-
-    world = World.load(tiny_world_dir)
-    fresh, _, _ = build_world(tiny_config())
-    for name in ARRAYS:
-        np.testing.assert_array_equal(getattr(world, name), getattr(fresh, name), err_msg=name)
-    assert set(world.intercepts) >= {"click", "watch", "like", "follow", "comment", "share"}, world.intercepts
-
-
-def test_world_missing_parameters(tiny_world_dir: Path, tmp_path: Path) -> None:
-    """A world directory without world.json is a clear error naming the file."""
-    from onerec.simulate.world import World
-
-    (tmp_path / "world.safetensors").write_bytes((tiny_world_dir / "world.safetensors").read_bytes())
-    with pytest.raises(OnerecError, match="world.json"):
-        World.load(tmp_path)
-
-
-def test_unknown_ids_are_errors(tiny_world_dir: Path) -> None:
-    """Judging an id the world does not have names it and the count."""
-    from onerec.simulate.world import World
-
-    world = World.load(tiny_world_dir)
-    with pytest.raises(OnerecError, match="unknown video_id 999999 \\(1 unknown"):
-        world.expected_reward(np.array([0]), np.array([[0, 1, 999999, 2, 3]]), 0)
-
-
 def test_from_real_features(datasets_dir: Path, tmp_path: Path) -> None:
     """--from keeps real video ids, tags, authors and durations, and real user ids and activity degrees."""
     root = datasets_dir / "kuairand_pure"
