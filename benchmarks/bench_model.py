@@ -3,11 +3,11 @@
 Run:  .venv/bin/python benchmarks/bench_model.py --config configs/small.toml [--threads 2] [--json OUT]
 
 Measures, on a synthetic catalogue (random semantic IDs, K codes per level, L levels + dedup):
-1. fp32 matmul peak of this machine, now (best of several square ``torch.mm``, measured before and after the
-   training measurement; the larger is the MFU denominator, so contention cannot inflate MFU);
-2. forward + backward of the config's model: code tokens/s, samples/s, model FLOPs/s
-   (``OneRec.forward_flops`` x 3 for the backward) and MFU = FLOPs/s / matmul peak;
-3. beam search: KV-cached vs full-recompute decoder (identical sessions asserted) for 4 requests x beam 16
+1. forward + backward of the config's model: code tokens/s, samples/s, model FLOPs/s
+   (``OneRec.forward_flops`` x 3 for the backward) and MFU = model FLOPs/s / fp32 matmul peak, the peak
+   (best of 5 square 1024 ``torch.mm``) measured right before each timed step; median over the pairs;
+2. beam search: KV-cached vs full-recompute decoder (identical sessions asserted; runs alternate, median
+   of the paired speedups) for 4 requests x beam 16
    and 1 request x beam 128, and the cached search's requests/s and sessions/s at beams 16, 32 and 128
    (sessions/s = requests x beam / seconds: every request returns ``beam`` sessions of m items).
 Prints a JSON object and a readable table. Figures depend on the (shared, contended) machine: say so.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,14 +47,22 @@ def _best_time(fn, repeats: int) -> float:
     return best
 
 
-def matmul_peak(n: int = 1024, repeats: int = 10) -> float:
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
     """fp32 FLOP/s of an (n x n) @ (n x n) matmul, best of ``repeats``."""
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     return 2.0 * n**3 / _best_time(lambda: torch.mm(a, b), repeats)
 
 
-def bench_train(model: OneRec, batch: int, history_len: int, m: int, repeats: int, peak: float) -> dict:
+def bench_train(model: OneRec, batch: int, history_len: int, m: int, repeats: int) -> dict:
+    """Forward + backward speed. MFU is measured in pairs (a matmul peak right before each step) and the
+    median pair is reported, so that load from other processes hits numerator and denominator alike."""
     g = torch.Generator().manual_seed(1)
     history = torch.randint(0, model.n_items, (batch, history_len), generator=g)
     sessions = torch.randint(0, model.n_items, (batch, m), generator=g)
@@ -63,8 +72,14 @@ def bench_train(model: OneRec, batch: int, history_len: int, m: int, repeats: in
         model.zero_grad(set_to_none=True)
         model(history, sessions).loss.backward()
 
-    seconds = _best_time(step, repeats)
+    step()  # warm-up
     flops = 3.0 * model.forward_flops(batch, history_len, m)
+    pairs = []
+    for _ in range(repeats):
+        peak = matmul_peak()
+        pairs.append((peak, _timed(step)))
+    mfus = sorted(flops / t / peak for peak, t in pairs)
+    seconds = statistics.median(t for _, t in pairs)
     return {
         "batch": batch, "history_len": history_len, "session_items": m, "step_s": seconds,
         "code_tokens_per_s": batch * m * model.depth / seconds,
@@ -72,7 +87,9 @@ def bench_train(model: OneRec, batch: int, history_len: int, m: int, repeats: in
         "samples_per_s": batch / seconds,
         "positions_per_s": batch * (history_len + 1 + m * (model.depth + 1)) / seconds,  # encoder + decoder
         "model_gflops_per_s": flops / seconds / 1e9,
-        "mfu": flops / seconds / peak,
+        "matmul_peak_gflops": [peak / 1e9 for peak, _ in pairs],
+        "step_s_all": [t for _, t in pairs],
+        "mfu": statistics.median(mfus), "mfu_min": mfus[0], "mfu_max": mfus[-1],
     }
 
 
@@ -93,10 +110,13 @@ def bench_generation(model: OneRec, trie: CodeTrie, requests: int, history_len: 
         cached, full = run(hist, beam, DecodeMode.CACHED), run(hist, beam, DecodeMode.FULL)
         assert torch.equal(cached.items, full.items), "cached and full-recompute beam search disagree"
         torch.testing.assert_close(cached.logp, full.logp)
-        t_cached = _best_time(lambda: run(hist, beam, DecodeMode.CACHED), repeats)
-        t_full = _best_time(lambda: run(hist, beam, DecodeMode.FULL), repeats)
+        times = [(_timed(lambda: run(hist, beam, DecodeMode.CACHED)), _timed(lambda: run(hist, beam, DecodeMode.FULL)))
+                 for _ in range(repeats)]  # alternating, so both modes see the same load
+        speedups = sorted(f / c for c, f in times)
+        t_cached, t_full = statistics.median(c for c, _ in times), statistics.median(f for _, f in times)
         out["cache_vs_full"].append({"requests": n_req, "beam": beam, "cached_s": t_cached, "full_s": t_full,
-                                     "speedup": t_full / t_cached, "identical": True})
+                                     "speedup": statistics.median(speedups), "speedup_min": speedups[0],
+                                     "speedup_max": speedups[-1], "identical": True})
     out["beams"] = {}
     for beam in beams:
         t = _best_time(lambda: run(history, beam, DecodeMode.CACHED), repeats)
@@ -129,15 +149,11 @@ def main(argv: list[str] | None = None) -> dict:
     ids = SemanticIds.from_levels(rng.integers(0, args.codebook, size=(args.items, args.levels)), args.codebook)
     trie = CodeTrie.from_codes(ids.codes, ids.level_sizes)
     model = OneRec(config, ids)
-    peak_before = matmul_peak()
-    train = bench_train(model, args.batch, args.history, args.m, args.repeats, 1.0)
-    peak = max(peak_before, matmul_peak())  # the machine is shared: take the better peak (conservative MFU)
-    train["mfu"] = train["model_gflops_per_s"] * 1e9 / peak
+    train = bench_train(model, args.batch, args.history, args.m, args.repeats)
     result = {
         "config": args.config, "model": config.__dict__, "params": model.param_counts(),
         "catalogue": {"items": args.items, "level_sizes": ids.level_sizes},
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads},
-        "matmul_peak_gflops": peak / 1e9,
         "train": train,
     }
     torch.set_num_threads(args.gen_threads)
@@ -149,12 +165,14 @@ def main(argv: list[str] | None = None) -> dict:
     tr, gen = result["train"], result["generate"]
     print(f"\nmodel {args.config}: {result['params']['total'] / 1e6:.2f}M params "
           f"({result['params']['active'] / 1e6:.2f}M active), {args.threads} threads")
-    print(f"fp32 matmul peak            {peak / 1e9:9.1f} GFLOP/s")
+    print(f"fp32 matmul peak per pair    {', '.join(f'{p:.1f}' for p in tr['matmul_peak_gflops'])} GFLOP/s")
     print(f"train fwd+bwd (B={tr['batch']})       {tr['code_tokens_per_s']:9.0f} code tokens/s  "
-          f"{tr['model_gflops_per_s']:7.1f} GFLOP/s  MFU {100 * tr['mfu']:.1f}%")
+          f"{tr['model_gflops_per_s']:7.1f} GFLOP/s  MFU {100 * tr['mfu']:.1f}% "
+          f"(pairs {100 * tr['mfu_min']:.1f}..{100 * tr['mfu_max']:.1f}%)")
     for cvf in gen["cache_vs_full"]:
         print(f"{cvf['requests']} requests x beam {cvf['beam']}: cached {cvf['cached_s']:.3f}s  "
-              f"full {cvf['full_s']:.3f}s  speedup {cvf['speedup']:.1f}x (identical sessions)")
+              f"full {cvf['full_s']:.3f}s  speedup {cvf['speedup']:.1f}x "
+              f"(pairs {cvf['speedup_min']:.1f}..{cvf['speedup_max']:.1f}x, identical sessions)")
     for beam, row in gen["beams"].items():
         print(f"beam {beam:>4}: {row['requests_per_s']:8.2f} requests/s  {row['sessions_per_s']:9.1f} sessions/s "
               f"({gen['requests']} requests x m={gen['session_items']})")
