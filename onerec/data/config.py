@@ -70,9 +70,11 @@ class DataConfig:
     csv_columns: dict[str, str] = dataclasses.field(default_factory=dict)
     csv_ts_unit: Literal["ms", "s"] = "ms"
     csv_implicit: bool = False
+    # --- execution: sessions and samples are built for blocks of users of about this many log rows ---
+    block_rows: int = 500_000
 
     def __post_init__(self) -> None:
-        for name in ("max_history", "session_max_items", "window_items", "window_stride"):
+        for name in ("max_history", "session_max_items", "window_items", "window_stride", "block_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("min_history", "hq_min_watched", "hq_min_explicit"):

@@ -53,12 +53,14 @@ def clean_log(log: pl.DataFrame, cfg: DataConfig, where: str) -> tuple[pl.DataFr
         negative = int((log[col] < 0).sum())
         if negative:
             raise OnerecError(f"{where}: column {col} has {negative} negative rows")
-    dup = log.height - log.unique(maintain_order=True).height
+    distinct = log.unique(maintain_order=True)
+    dup = log.height - distinct.height
     quirks["exact_duplicate_rows"] = dup
     if dup and cfg.exact_duplicates == "error":
         raise OnerecError(f"{where}: {dup} rows are exact duplicates of another row (data.exact_duplicates=error)")
     if cfg.exact_duplicates == "drop":
-        log = log.unique(maintain_order=True)
+        log = distinct
+    del distinct
     quirks["exact_duplicate_rows_dropped"] = quirks["rows_read"] - log.height
     keys = ["user_orig", "item_orig", "ts_ms"]
     repeated = log.filter(pl.len().over(keys) > 1)
@@ -150,6 +152,7 @@ def prepare(cfg: DataConfig, folder: Path, out: Path, echo: Callable[[str], None
     echo(f"read {raw.interactions.height:,} log rows in {time.perf_counter() - t0:.1f}s")
     where = raw.files.get("log_standard") or raw.files.get("log") or str(folder)
     log, quirks = clean_log(raw.interactions, cfg, where)
+    raw.interactions = log.clear()  # release the uncleaned rows (memory)
     quirks.update(raw.notes)
     item_file = next((raw.files[k] for k in ("video_features_basic", "datamaps", "movies", "items")
                       if k in raw.files), "the item table")
@@ -160,11 +163,12 @@ def prepare(cfg: DataConfig, folder: Path, out: Path, echo: Callable[[str], None
     random = None
     if raw.random is not None and raw.random.height:
         random, rq = clean_log(raw.random, cfg, raw.files.get("log_random", "random log"))
+        raw.random = None
         rwhere = raw.files.get("log_random", "random log")
         random = _side_check(random, raw.items, "item_orig", cfg, rwhere, rq, "item", item_file)
         random = _side_check(random, raw.users, "user_orig", cfg, rwhere, rq, "user", user_file)
         quirks.update({f"random_{k}": v for k, v in rq.items()})
-    prior = raw.prior
+    prior, raw.prior = raw.prior, None
     if prior is not None:
         users_seen = log["user_orig"].unique()
         pu, su = _align(prior["user_orig"], users_seen)
@@ -184,43 +188,31 @@ def prepare(cfg: DataConfig, folder: Path, out: Path, echo: Callable[[str], None
     lacking = {name for name in (*LABELS, "rating") if log[name].null_count() == log.height}
     log = _remap(_remap(log, user_map, "user"), item_map, "item")
     log = log.with_columns(positive_expr(cfg, implicit).alias("positive")).sort(["user", "ts_ms", "_row"])
+    echo(f"cleaned the log in {time.perf_counter() - t0:.1f}s")
 
-    # --- sessions and splits ---
+    # --- sessions (ids over the whole log), cut-offs, then sessions and samples per block of users ---
     mode = resolve_mode(cfg, log, implicit)
     log = assign_sessions(log, cfg, mode)
-    sessions = build_sessions(log, cfg, lacking)
-    sessions, report = quality(sessions, cfg, lacking)
-    starts = sessions["ts_ms"] if sessions.height else log.filter("positive")["ts_ms"]
+    if mode == "positives":
+        starts = log.filter("positive")["ts_ms"]
+    else:
+        starts = log.filter(pl.col("session") >= 0).group_by("session").agg(pl.col("ts_ms").min())["ts_ms"]
     cuts = temporal_cutoffs(cfg, starts)
-    sessions = sessions.with_columns(split_expr(cuts).alias("split"))
-
     positives = log.filter("positive").select("user", "item", "ts_ms", pl.lit(False).alias("prior"))
+    n_prior = 0
     if prior is not None and prior.height:
         pr = _remap(_remap(prior, user_map, "user"), item_map, "item")
+        n_prior = pr.height
         positives = pl.concat([pr.select("user", "item", "ts_ms", pl.lit(True).alias("prior")), positives])
+        del pr, prior
     positives = positives.sort(["user", "ts_ms"], maintain_order=True)
-    if cfg.split == "leave_one_out":
-        samples = leave_one_out_samples(positives, cfg)
-    elif mode == "positives":
-        samples = window_samples(positives, cfg, cuts)
-    else:
-        samples = session_samples(sessions, positives, cfg)
-    n_before = samples.height
-    samples = samples.filter(pl.col("history").list.len() >= cfg.min_history, pl.col("target").list.len() > 0)
-    if samples.height == 0:
-        raise OnerecError(f"{where}: no samples left after filtering ({n_before} before; "
-                          f"data.min_history={cfg.min_history})")
-    split_order = pl.col("split").replace_strict({s: i for i, s in enumerate(SPLITS)}, return_dtype=pl.Int8)
-    samples = samples.sort(split_order, "user", "ts_ms", maintain_order=True).with_row_index("sample")
-    samples = samples.with_columns(pl.col("sample").cast(pl.Int64)).select(SAMPLE_COLUMNS)
+    echo(f"ids, positives and session ids in {time.perf_counter() - t0:.1f}s")
 
     interactions = log.select(INTERACTION_COLUMNS).with_columns(pl.col("user").cast(pl.Int32),
                                                                   pl.col("item").cast(pl.Int32))
+    del log
     items = _side_table(item_map, raw.items, "item")
     users = _side_table(user_map, raw.users, "user")
-    counts = samples.group_by("split").len()
-    per_split = {s: int(counts.filter(pl.col("split") == s)["len"].sum()) for s in SPLITS}
-    ses_split = sessions.group_by("split").agg(pl.len(), pl.col("high_quality").sum())
     summary: dict[str, Any] = {
         "source": cfg.source,
         "input": str(folder),
@@ -230,21 +222,24 @@ def prepare(cfg: DataConfig, folder: Path, out: Path, echo: Callable[[str], None
         "interactions": interactions.height,
         "interactions_random": 0 if random is None else random.height,
         "positives": int(interactions["positive"].sum()),
-        "prior_positives": 0 if prior is None else prior.height,
+        "prior_positives": n_prior,
         "signals_lacking": sorted(lacking),
-        "time_range": {"first_ms": int(log["ts_ms"].min()), "last_ms": int(log["ts_ms"].max()),
-                       "first": _iso(int(log["ts_ms"].min())), "last": _iso(int(log["ts_ms"].max()))},
+        "time_range": {"first_ms": int(interactions["ts_ms"].min()), "last_ms": int(interactions["ts_ms"].max()),
+                       "first": _iso(int(interactions["ts_ms"].min())),
+                       "last": _iso(int(interactions["ts_ms"].max()))},
         "quirks": quirks,
         "session_mode": mode,
-        "sessions": {**report, "per_split": {r["split"]: {"built": r["len"], "kept": r["high_quality"]}
-                                             for r in ses_split.iter_rows(named=True)}},
         "split": cfg.split,
         "cutoffs": {k: {"ms": v, "utc": _iso(v)} for k, v in cuts.items()},
-        "samples": {**per_split, "total": samples.height, "dropped_by_min_history": n_before - samples.height,
-                    "train_high_quality": int(samples.filter((pl.col("split") == "train")
-                                                             & pl.col("high_quality")).height)},
     }
     with atomic_dir(Path(out)) as tmp:
+        blocks = _Blocks(interactions, positives, cfg.block_rows)
+        with _ParquetParts(tmp / "sessions.parquet") as ses_out, _ParquetParts(tmp / "samples.parquet") as smp_out:
+            stats = _write_blocks(blocks, cfg, mode, cuts, lacking, ses_out, smp_out, echo)
+        if stats["samples"]["total"] == 0:
+            raise OnerecError(f"{where}: no samples left after filtering ({stats['samples']['before_filter']} "
+                              f"before; data.min_history={cfg.min_history})")
+        summary.update(stats)
         interactions.write_parquet(tmp / "interactions.parquet")
         if random is not None:
             rnd = _remap(_remap(random, user_map, "user"), item_map, "item")
@@ -253,9 +248,105 @@ def prepare(cfg: DataConfig, folder: Path, out: Path, echo: Callable[[str], None
             rnd.select(INTERACTION_COLUMNS).write_parquet(tmp / "interactions_random.parquet")
         items.write_parquet(tmp / "items.parquet")
         users.write_parquet(tmp / "users.parquet")
-        sessions.select(SESSION_COLUMNS).write_parquet(tmp / "sessions.parquet")
-        samples.write_parquet(tmp / "samples.parquet")
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         write_json(tmp / "summary.json", summary)
         write_json(tmp / "data_config.json", to_dict(cfg))
     return summary
+
+
+class _Blocks:
+    """Consecutive user ranges holding about ``block_rows`` log rows each, with their rows and positives."""
+
+    def __init__(self, log: pl.DataFrame, positives: pl.DataFrame, block_rows: int) -> None:
+        self.log, self.positives = log, positives
+        per_user = log.group_by("user").len().sort("user")
+        block = (per_user["len"].cum_sum() - 1) // block_rows
+        self.bounds = per_user.with_columns(block.alias("b")).group_by("b").agg(
+            pl.col("user").min().alias("lo"), pl.col("user").max().alias("hi")).sort("b")
+
+    def __iter__(self):  # yields (log rows, positives) of each block; both frames are sorted by user
+        n_blocks = self.bounds.height
+        for k, (lo, hi) in enumerate(self.bounds.select("lo", "hi").iter_rows()):
+            lo = None if k == 0 else lo  # the first/last block also take users with positives only
+            hi = None if k == n_blocks - 1 else hi
+            yield self._slice(self.log, lo, hi), self._slice(self.positives, lo, hi)
+
+    @staticmethod
+    def _slice(frame: pl.DataFrame, lo: int | None, hi: int | None) -> pl.DataFrame:
+        users = frame["user"]
+        a = 0 if lo is None else int(users.search_sorted(lo, "left"))
+        b = frame.height if hi is None else int(users.search_sorted(hi, "right"))
+        return frame.slice(a, b - a)
+
+
+class _ParquetParts:
+    """One Parquet file written a block at a time (bounded memory), closed on exit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer = path, None
+
+    def write(self, frame: pl.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        table = frame.to_arrow()
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        else:
+            table = table.cast(self.writer.schema)
+        self.writer.write_table(table)
+
+    def __enter__(self) -> _ParquetParts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _write_blocks(blocks: _Blocks, cfg: DataConfig, mode: str, cuts: dict[str, int | None], lacking: set[str],
+                  ses_out: _ParquetParts, smp_out: _ParquetParts, echo: Callable[[str], None]) -> dict[str, Any]:
+    """Build sessions and samples block by block, write them, and return the session/sample counts."""
+    report: dict[str, Any] = {"built": 0, "kept": 0, "removed_by_rule": {}, "removed_in_order": {}}
+    per_split = {s: {"built": 0, "kept": 0} for s in (*SPLITS, "none")}
+    counts = {s: 0 for s in SPLITS} | {"before_filter": 0, "train_high_quality": 0}
+    next_sample = 0
+    split_order = pl.col("split").replace_strict({s: i for i, s in enumerate(SPLITS)}, return_dtype=pl.Int8)
+    for k, (log, positives) in enumerate(blocks):
+        sessions, rep = quality(build_sessions(log, cfg, lacking), cfg, lacking)
+        sessions = sessions.with_columns(split_expr(cuts).alias("split"))
+        for key in ("built", "kept"):
+            report[key] += rep[key]
+        for key in ("removed_by_rule", "removed_in_order"):
+            for rule, n in rep[key].items():
+                report[key][rule] = report[key].get(rule, 0) + n
+        report["skipped_rules"] = rep["skipped_rules"]
+        for row in sessions.group_by("split").agg(pl.len(), pl.col("high_quality").sum()).iter_rows():
+            per_split[row[0]]["built"] += row[1]
+            per_split[row[0]]["kept"] += row[2]
+        if cfg.split == "leave_one_out":
+            samples = leave_one_out_samples(positives, cfg)
+        elif mode == "positives":
+            samples = window_samples(positives, cfg, cuts)
+        else:
+            samples = session_samples(sessions, positives, cfg)
+        counts["before_filter"] += samples.height
+        samples = samples.filter(pl.col("history").list.len() >= cfg.min_history,
+                                 pl.col("target").list.len() > 0)
+        samples = samples.sort("user", "ts_ms", split_order, maintain_order=True)
+        samples = samples.with_columns(
+            pl.int_range(next_sample, next_sample + samples.height, dtype=pl.Int64).alias("sample"))
+        next_sample += samples.height
+        for row in samples.group_by("split").agg(pl.len(), pl.col("high_quality").sum()).iter_rows():
+            counts[row[0]] += row[1]
+            if row[0] == "train":
+                counts["train_high_quality"] += row[2]
+        ses_out.write(sessions.select(SESSION_COLUMNS))
+        smp_out.write(samples.select(SAMPLE_COLUMNS))
+        if blocks.bounds.height > 1:
+            echo(f"block {k + 1}/{blocks.bounds.height}: {sessions.height:,} sessions, {samples.height:,} samples")
+    samples_summary = {**{s: counts[s] for s in SPLITS}, "total": next_sample,
+                       "before_filter": counts["before_filter"],
+                       "dropped_by_min_history": counts["before_filter"] - next_sample,
+                       "train_high_quality": counts["train_high_quality"]}
+    per_split = {s: v for s, v in per_split.items() if v["built"]}
+    return {"sessions": {**report, "per_split": per_split}, "samples": samples_summary}

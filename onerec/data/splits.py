@@ -22,10 +22,11 @@ Design choices
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from onerec.data.config import DataConfig
-from onerec.data.history import attach_history
+from onerec.data.history import attach_history, gather_lists, user_offsets
 
 SPLITS = ("train", "valid", "test")
 
@@ -69,52 +70,51 @@ def session_samples(sessions: pl.DataFrame, positives: pl.DataFrame, cfg: DataCo
     return attach_history(queries, positives, cfg.max_history)
 
 
-def _sequences(positives: pl.DataFrame) -> pl.DataFrame:
-    """Per user: ``seq`` items, ``seq_ts``, ``n`` and ``n_prior`` (leading prior positives)."""
-    return positives.group_by("user", maintain_order=True).agg(
-        pl.col("item").alias("seq"),
-        pl.col("ts_ms").alias("seq_ts"),
-        pl.len().alias("n"),
-        pl.col("prior").sum().alias("n_prior"),
+def _samples_at(positives: pl.DataFrame, rows: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame:
+    """Samples for ``rows`` (user, _off, _p, _e): target = the user's positives [p, e), history = the last
+    max_history before p (positions within the user's sequence; ``_off`` = the user's first row)."""
+    off = rows["_off"].to_numpy()
+    p = rows["_p"].to_numpy()
+    e = rows["_e"].to_numpy()
+    h0 = np.maximum(p - cfg.max_history, 0)
+    return rows.select("user", *(["split"] if "split" in rows.columns else [])).with_columns(
+        gather_lists(positives["item"], off + h0, p - h0).alias("history"),
+        gather_lists(positives["ts_ms"], off + h0, p - h0).alias("history_ts"),
+        gather_lists(positives["item"], off + p, e - p).alias("target"),
+        pl.Series("ts_ms", positives["ts_ms"].to_numpy()[off + p]),
     )
 
 
-def _slice_samples(seqs: pl.DataFrame, start: pl.Expr, end: pl.Expr, cfg: DataConfig) -> pl.DataFrame:
-    """Samples with target ``seq[start:end]`` and history the last max_history items of ``seq[:start]``."""
-    h0 = pl.max_horizontal(start - cfg.max_history, pl.lit(0))
-    hlen = pl.min_horizontal(start, pl.lit(cfg.max_history))
-    return seqs.select(
-        "user",
-        pl.col("seq").list.slice(h0, hlen).alias("history"),
-        pl.col("seq_ts").list.slice(h0, hlen).alias("history_ts"),
-        pl.col("seq").list.slice(start, end - start).alias("target"),
-        pl.col("seq_ts").list.slice(start, end - start).alias("target_ts"),
-        pl.col("seq_ts").list.get(start).alias("ts_ms"),
-    )
+def _window_rows(users: pl.DataFrame, first: pl.Expr, stop: pl.Expr, cfg: DataConfig) -> pl.DataFrame:
+    """(user, _off, _p, _e): windows starting at first, first+stride, ... < stop, ending at most at stop."""
+    rows = users.select(
+        "user", "_off",
+        pl.int_ranges(first, pl.max_horizontal(first, stop), cfg.window_stride).alias("_p"),
+        stop.alias("_stop"),
+    ).explode("_p").drop_nulls("_p")
+    return rows.with_columns(pl.min_horizontal(pl.col("_p") + cfg.window_items, pl.col("_stop")).alias("_e"))
 
 
-def leave_one_out_samples(positives: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame:
-    """TIGER leave-one-out samples from ``positives`` (user, item, ts_ms, prior; sorted, prior first)."""
-    seqs = _sequences(positives).filter((pl.col("n") - pl.col("n_prior")) >= 3)
-    n = pl.col("n")
-    test = _slice_samples(seqs, n - 1, n, cfg).with_columns(pl.lit("test").alias("split"))
-    valid = _slice_samples(seqs, n - 2, n - 1, cfg).with_columns(pl.lit("valid").alias("split"))
-    train = _window_rows(seqs, pl.max_horizontal(pl.lit(1), pl.col("n_prior")), n - 2, cfg)
-    train = train.with_columns(pl.lit("train").alias("split"))
-    return pl.concat([train, valid, test], how="vertical").drop("target_ts").with_columns(
+def _finish(samples: pl.DataFrame) -> pl.DataFrame:
+    return samples.with_columns(
         pl.lit(-1, pl.Int64).alias("session"), pl.lit(True).alias("high_quality"),
         pl.col("target").list.eval(pl.lit(True)).alias("target_positive"),
     )
 
 
-def _window_rows(seqs: pl.DataFrame, first: pl.Expr, stop: pl.Expr, cfg: DataConfig) -> pl.DataFrame:
-    """Windows starting at first, first+stride, ... < stop, each target up to window_items before stop."""
-    starts = seqs.with_columns(
-        pl.int_ranges(first, pl.max_horizontal(first, stop), cfg.window_stride).alias("_p"),
-        stop.alias("_stop"),
-    ).explode("_p").drop_nulls("_p")
-    end = pl.min_horizontal(pl.col("_p") + cfg.window_items, pl.col("_stop"))
-    return _slice_samples(starts, pl.col("_p"), end, cfg)
+def leave_one_out_samples(positives: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame:
+    """TIGER leave-one-out samples from ``positives`` (user, item, ts_ms, prior; sorted, prior first)."""
+    users = user_offsets(positives).filter((pl.col("n") - pl.col("n_prior")) >= 3).sort("user")
+    n = pl.col("n")
+    train = _window_rows(users, pl.max_horizontal(pl.lit(1), pl.col("n_prior")), n - 2, cfg)
+    valid = users.select("user", "_off", (n - 2).alias("_p"), (n - 1).alias("_e"))
+    test = users.select("user", "_off", (n - 1).alias("_p"), n.alias("_e"))
+    rows = pl.concat([
+        train.select("user", "_off", "_p", "_e", pl.lit("train").alias("split")),
+        valid.with_columns(pl.lit("valid").alias("split")),
+        test.with_columns(pl.lit("test").alias("split")),
+    ], how="vertical_relaxed")
+    return _finish(_samples_at(positives, rows, cfg))
 
 
 def window_samples(positives: pl.DataFrame, cfg: DataConfig, cuts: dict[str, int | None]) -> pl.DataFrame:
@@ -122,19 +122,19 @@ def window_samples(positives: pl.DataFrame, cfg: DataConfig, cuts: dict[str, int
 
     A window's split is its first target's; target items at or after that split's end are cut off.
     """
-    seqs = _sequences(positives)
-    rows = _window_rows(seqs, pl.max_horizontal(pl.lit(1), pl.col("n_prior")), pl.col("n"), cfg)
+    users = user_offsets(positives).sort("user")
+    rows = _window_rows(users, pl.max_horizontal(pl.lit(1), pl.col("n_prior")), pl.col("n"), cfg)
+    ts = positives["ts_ms"]
+    rows = rows.with_columns(pl.Series("ts_ms", ts.to_numpy()[(rows["_off"] + rows["_p"]).to_numpy()]))
     rows = rows.with_columns(split_expr(cuts).alias("split")).filter(pl.col("split") != "none")
     ends = {"train": cuts.get("valid_start") or cuts.get("test_start"), "valid": cuts.get("test_start"),
             "test": cuts.get("test_end")}
-    parts = []
-    for name, end in ends.items():
-        part = rows.filter(pl.col("split") == name)
-        if end is not None:
-            keep = pl.col("target_ts").list.eval((pl.element() < end).cast(pl.Int32)).list.sum()
-            part = part.with_columns(pl.col("target").list.head(keep))
-        parts.append(part)
-    return pl.concat(parts).drop("target_ts").with_columns(
-        pl.lit(-1, pl.Int64).alias("session"), pl.lit(True).alias("high_quality"),
-        pl.col("target").list.eval(pl.lit(True)).alias("target_positive"),
-    )
+    end_of = pl.col("split").replace_strict(ends, return_dtype=pl.Int64, default=None)
+    # target positions p.._e-1 whose time is before the end of the window's split
+    pos = rows.with_row_index("_w").select("_w", (pl.col("_off") + pl.int_ranges("_p", "_e")).alias("_i"),
+                                          end_of.alias("_end")).explode("_i")
+    pos = pos.with_columns(pl.Series("_t", ts.to_numpy()[pos["_i"].to_numpy()]))
+    keep = pos.group_by("_w").agg(((pl.col("_t") < pl.col("_end")) | pl.col("_end").is_null()).sum().alias("_n"))
+    rows = rows.with_row_index("_w").join(keep, on="_w", how="left").sort("_w")
+    rows = rows.with_columns((pl.col("_p") + pl.col("_n")).alias("_e")).filter(pl.col("_e") > pl.col("_p"))
+    return _finish(_samples_at(positives, rows.drop("ts_ms"), cfg))

@@ -123,3 +123,15 @@ def test_bad_input_is_one_clear_error(case: str, kr_folder: Path, tmp_path: Path
     message = str(err.value)
     assert fragment in message and "\n" not in message, f"{case}: {message!r}"
     assert not out.exists() and not list(tmp_path.glob(".out*")), f"{case}: partial output left behind"
+
+
+@pytest.mark.parametrize("split", ["temporal", "leave_one_out"])
+def test_blocks_do_not_change_the_result(kr_folder: Path, tmp_path: Path, split: str) -> None:
+    """Building sessions and samples in many small user blocks gives the same tables as one block."""
+    one = prepare(DataConfig(split=split), kr_folder, tmp_path / "one")
+    many = prepare(DataConfig(split=split, block_rows=300), kr_folder, tmp_path / "many")
+    assert one["samples"] == many["samples"] and one["sessions"] == many["sessions"], (one, many)
+    for name in ("sessions", "samples"):
+        a = pl.read_parquet(tmp_path / "one" / f"{name}.parquet")
+        b = pl.read_parquet(tmp_path / "many" / f"{name}.parquet")
+        assert a.equals(b), f"{name} differ between 1 block and many"

@@ -83,8 +83,7 @@ def read_table(path: Path, separator: str = ",", **kwargs: object) -> pl.DataFra
             return pl.read_parquet(path)
         return pl.read_csv(path, separator=separator, infer_schema_length=10000, **kwargs)
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise OnerecError(f"{path}: cannot read ({first})") from None
+        raise OnerecError(f"{path}: cannot read ({_first_line(err)})") from None
 
 
 def require_columns(df: pl.DataFrame, columns: list[str] | tuple[str, ...], path: Path | str) -> None:
@@ -94,56 +93,82 @@ def require_columns(df: pl.DataFrame, columns: list[str] | tuple[str, ...], path
         raise OnerecError(f"{path}: missing column {missing[0]!r} ({len(missing)} missing; has {df.columns[:12]})")
 
 
-def cast_numeric(df: pl.DataFrame, column: str, dtype: pl.DataType, path: Path | str) -> pl.Series:
-    """``df[column]`` cast to ``dtype``; values that do not convert are an error naming the row count."""
-    src = df[column]
-    if src.dtype.is_float():
-        nans = int(src.is_nan().sum())
-        if nans:
-            raise OnerecError(f"{path}: column {column!r} has {nans} NaN rows")
-    out = src.cast(dtype, strict=False)
-    bad = int((out.is_null() & src.is_not_null()).sum())
-    if bad:
-        example = src.filter(out.is_null() & src.is_not_null())[0]
-        raise OnerecError(f"{path}: column {column!r} has {bad} rows that are not {dtype} (e.g. {example!r})")
-    if dtype.is_integer() and src.dtype.is_float():
-        frac = int(((src - src.floor()).abs() > 0).fill_null(False).sum())
-        if frac:
-            raise OnerecError(f"{path}: column {column!r} has {frac} non-integer rows")
-    return out
+def scan_table(path: Path, **kwargs: object) -> pl.LazyFrame:
+    """A lazy view of one CSV / Parquet file (plain CSV and Parquet are scanned, .gz is read first)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OnerecError(f"missing file: {path}")
+    if path.suffix == ".gz":
+        return read_table(path, **kwargs).lazy()
+    try:
+        if path.suffix == ".parquet":
+            return pl.scan_parquet(path)
+        return pl.scan_csv(path, infer_schema_length=10000, **kwargs)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise OnerecError(f"{path}: cannot read ({_first_line(err)})") from None
 
 
-def canonical_log(df: pl.DataFrame, mapping: dict[str, str], path: Path | str) -> pl.DataFrame:
+def column_names(lf: pl.LazyFrame, path: Path | str) -> list[str]:
+    """The columns of a lazy table; an unreadable file is an OnerecError."""
+    try:
+        return lf.collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise OnerecError(f"{path}: cannot read ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def canonical_log(frame: pl.DataFrame | pl.LazyFrame, mapping: dict[str, str], path: Path | str) -> pl.DataFrame:
     """Select and rename ``mapping`` (canonical -> source column) into the canonical schema.
 
     ``user`` and ``item`` keep their dtype (as ``user_orig`` / ``item_orig``); every LOG_SCHEMA column not
-    mapped is null. Non-numeric signal values are an error; ``ts_ms`` must be mapped and never empty.
-    The source's other columns follow as ``src_<name>``: duplicate detection sees whole rows; they are
-    dropped after the quirk rules.
+    mapped is null. A mapped value that is NaN, empty, not a number, or fractional where an integer is
+    expected is an error naming the column and the row count; ``ts_ms`` must be mapped.
+    The source's other columns are folded into one ``src_hash`` column (so duplicate detection sees whole
+    rows without carrying them); it is dropped after the quirk rules. One streaming pass over the file.
     """
-    require_columns(df, list(mapping.values()), path)
-    cols: dict[str, pl.Series] = {
-        "user_orig": df[mapping["user"]].alias("user_orig"),
-        "item_orig": df[mapping["item"]].alias("item_orig"),
-    }
+    lf = frame.lazy()
+    try:
+        schema = lf.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise OnerecError(f"{path}: cannot read ({_first_line(err)})") from None
+    missing = [c for c in mapping.values() if c not in schema]
+    if missing:
+        raise OnerecError(f"{path}: missing column {missing[0]!r} ({len(missing)} missing; has {schema.names()[:12]})")
+    exprs = [pl.col(mapping["user"]).alias("user_orig"), pl.col(mapping["item"]).alias("item_orig")]
+    checks: list[tuple[str, str, str, pl.Expr]] = []  # (flag, column, problem, row flag)
+    for key in ("user", "item"):
+        checks.append((f"_null_{key}", mapping[key], "{n} empty rows", pl.col(mapping[key]).is_null()))
     for name, dtype in LOG_SCHEMA.items():
-        if name in mapping:
-            cols[name] = cast_numeric(df, mapping[name], dtype, path).alias(name)
-            nulls = cols[name].null_count()
-            if nulls:
-                raise OnerecError(f"{path}: column {mapping[name]!r} has {nulls} empty (NaN) rows")
-        else:
-            cols[name] = pl.Series(name, [None] * df.height, dtype=dtype)
-    for key in ("user_orig", "item_orig"):
-        nulls = cols[key].null_count()
-        if nulls:
-            raise OnerecError(f"{path}: column {mapping[key.removesuffix('_orig')]!r} has {nulls} empty rows")
-    nulls = cols["ts_ms"].null_count()
-    if nulls:
-        raise OnerecError(f"{path}: column {mapping.get('ts_ms', 'ts_ms')!r} has {nulls} empty rows")
-    used = set(mapping.values())
-    extras = [df[c].alias(f"src_{c}") for c in df.columns if c not in used]
-    return pl.DataFrame(list(cols.values()) + extras)
+        if name not in mapping:
+            exprs.append(pl.lit(None, dtype).alias(name))
+            continue
+        col, src_type = mapping[name], schema[mapping[name]]
+        src = pl.col(col)
+        out = src.cast(dtype, strict=False)
+        exprs.append(out.alias(name))
+        if src_type.is_float():
+            checks.append((f"_nan_{name}", col, "{n} NaN rows", src.is_nan().fill_null(False)))
+        checks.append((f"_null_{name}", col, "{n} empty (NaN) rows", src.is_null()))
+        checks.append((f"_bad_{name}", col, "{n} rows that are not " + str(dtype), out.is_null() & src.is_not_null()))
+        if dtype.is_integer() and src_type.is_float():
+            checks.append((f"_frac_{name}", col, "{n} non-integer rows", (src != src.floor()).fill_null(False)))
+    extras = [c for c in schema.names() if c not in set(mapping.values())]
+    if extras:  # one 64-bit hash of the other columns: exact-duplicate detection sees whole rows
+        exprs.append(pl.struct(extras).hash(seed=0).alias("src_hash"))
+    try:
+        out_df = lf.select(*exprs, *[flag.alias(name) for name, _, _, flag in checks]).collect(engine="streaming")
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise OnerecError(f"{path}: cannot read ({_first_line(err)})") from None
+    names = [name for name, _, _, _ in checks]
+    counts = out_df.select(pl.col(names).sum()).row(0) if names else ()
+    for (name, col, problem, _), count in zip(checks, counts):
+        if count:
+            raise OnerecError(f"{path}: column {col!r} has " + problem.format(n=count))
+    return out_df.drop(names)
 
 
 def concat_logs(frames: list[pl.DataFrame]) -> pl.DataFrame:

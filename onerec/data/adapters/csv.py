@@ -21,9 +21,11 @@ from onerec.data.adapters.common import (
     LOG_SCHEMA,
     RawData,
     canonical_log,
+    column_names,
     concat_logs,
     find_files,
     read_table,
+    scan_table,
     require_columns,
 )
 from onerec.data.config import DataConfig
@@ -49,12 +51,13 @@ def read(cfg: DataConfig, folder: Path) -> RawData:
     mapping = {"user": "user", "item": "item", "ts_ms": "ts_ms", **cfg.csv_columns}
     frames = []
     for path in paths:
-        df = read_table(path)
+        df = scan_table(path)
+        columns = column_names(df, path)
         full = dict(mapping)
         for name in ("request_id", *LOG_SCHEMA):
-            if name not in full and name in df.columns:
+            if name not in full and name in columns:
                 full[name] = name
-        missing = [c for c in (full["user"], full["item"], full["ts_ms"]) if c not in df.columns]
+        missing = [c for c in (full["user"], full["item"], full["ts_ms"]) if c not in columns]
         if missing:
             raise OnerecError(f"{path}: missing column {missing[0]!r} (map it with data.csv_columns)")
         log = canonical_log(df, full, path)

@@ -25,9 +25,11 @@ import polars as pl
 from onerec.data.adapters.common import (
     RawData,
     canonical_log,
+    column_names,
     concat_logs,
     find_files,
     read_table,
+    scan_table,
     require_columns,
 )
 from onerec.data.config import DataConfig
@@ -51,12 +53,13 @@ LOG_MAP = {
 def _read_logs(paths: list[Path]) -> pl.DataFrame:
     frames = []
     for path in paths:
-        df = read_table(path)
+        df = scan_table(path)
+        columns = column_names(df, path)
         mapping = dict(LOG_MAP)
-        if "request_id" in df.columns:
+        if "request_id" in columns:
             mapping["request_id"] = "request_id"
         log = canonical_log(df, mapping, path)
-        if "request_id" not in df.columns:
+        if "request_id" not in columns:
             log = log.with_columns(pl.lit(-1, pl.Int64).alias("request_id"))
         frames.append(log)
     return concat_logs(frames)
@@ -106,11 +109,18 @@ def _read_prior(folder: Path, log_start_ms: int) -> tuple[pl.DataFrame | None, s
     if not paths:
         return None, None
     path = paths[0]
-    try:
-        raw = pl.read_ndjson(path)
+    schema = {"user_id": pl.Int64, "last_time_ms": pl.Int64, "long_view_last50": pl.List(pl.Int64),
+              "like_last50": pl.List(pl.Int64)}
+    try:  # only the fields used (shown_last50 is not read)
+        raw = pl.read_ndjson(path, schema=schema)
     except (pl.exceptions.PolarsError, OSError) as err:
         raise OnerecError(f"{path}: cannot read ({str(err).splitlines()[0]})") from None
-    require_columns(raw, ["user_id", "last_time_ms", "long_view_last50", "like_last50"], path)
+    absent = [name for name in schema if raw.height and raw[name].null_count() == raw.height]
+    if absent:
+        raise OnerecError(f"{path}: missing field {absent[0]!r} in all {raw.height} lines")
+    empty = raw["user_id"].null_count() + raw["last_time_ms"].null_count()
+    if empty:
+        raise OnerecError(f"{path}: {empty} lines lack user_id or last_time_ms")
     lv = raw.select("user_id", pl.col("long_view_last50").alias("item")).explode("item").drop_nulls()
     lv = lv.with_columns(pl.int_range(pl.len()).over("user_id").alias("pos"))
     n_lv = lv.group_by("user_id").agg(pl.len().alias("n_lv"))
