@@ -7,7 +7,8 @@ Design choices
   beam, then each following beam's items not seen yet (beam order, then position order), so the first m
   entries are exactly the top beam ``G`` and the first K are the union of the top beams.
 - Every generated beam is kept (``generated``) for the health metrics of EVAL.md §4; beams that the search
-  could not fill (log-prob -inf: fewer candidates than beams) are left out of them.
+  could not fill (log-prob -inf: fewer candidates than beams) are left out of them. In next-item mode the
+  k-item ranked list plays the session's part (``duplicate_rate`` = share of lists repeating an item).
 - The adapter owns a ``CodeTrie`` built from the model's own ``item_codes`` buffer, so a run evaluates
   without its tokenizer directory.
 """
@@ -54,7 +55,7 @@ class GenerativeRecommender:
         if self.m == 1:
             items, logp = generate_next_items(self.model, self.trie, hist, k, max(self.beam_size, k))  # (B, k)
             items = items.masked_fill(~torch.isfinite(logp), -1).numpy()
-            self.generated.append(items[:, :, None])  # (B, k, 1)
+            self.generated.append(items[:, None, :])  # (B, 1, k): the ranked list, checked for repeats like a session
             return items.astype(np.int64)
         beams = generate_sessions(self.model, self.trie, hist, self.m, self.beam_size)
         items = beams.items.masked_fill(~torch.isfinite(beams.logp)[..., None], -1).numpy()  # (B, N, m)
@@ -68,7 +69,8 @@ class GenerativeRecommender:
         m = self.generated[0].shape[-1]
         beams = np.concatenate([g.reshape(-1, m) for g in self.generated])  # (S, m) all generated sessions
         filled = beams[(beams >= 0).any(axis=1)]
-        top = np.concatenate([g[:, 0] for g in self.generated])  # (B, m) the answer each request gets
+        # the answer each request gets: the top beam's session, or the top-ranked item in next-item mode
+        top = np.concatenate([g[:, 0, :1] if self.m == 1 else g[:, 0] for g in self.generated])
         n_items = int(self.model.item_codes.shape[0])
         codes = self.model.item_codes.cpu().numpy()
         out = metrics.health(filled, n_items, codes)

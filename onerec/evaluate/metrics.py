@@ -153,7 +153,7 @@ def code_entropy(codes: np.ndarray) -> list[float]:
             out.append(float("nan"))
             continue
         p = counts / counts.sum()
-        out.append(float(-(p * np.log2(p)).sum()))
+        out.append(max(0.0, float(-(p * np.log2(p)).sum())))  # max: no "-0.0" for a single code
     return out
 
 
