@@ -4,13 +4,13 @@ per rank with DDP vs FSDP2 on `base`.
     .venv/bin/python benchmarks/bench_train.py                    # everything (a few minutes on 2 cores)
     .venv/bin/python benchmarks/bench_train.py --skip-memory      # MFU + scaling only
 
-1. fp32 matmul peak of this machine, now (best of several 2048^2 ``torch.mm``): the MFU denominator.
-2. MFU of ``configs/small.toml`` trained by ``onerec.train.fit`` itself (collate, forward, backward,
-   clipping, AdamW, logging): model FLOPs per step counted by ``torch.utils.flop_counter.FlopCounterMode``
-   on one forward+backward of the same batch, divided by the median step time (after warm-up steps).
-3. Samples/s of `small` at 1 rank (2 threads), 1 rank (1 thread) and 2 ranks x 1 thread (torchrun, gloo,
-   DDP), same global batch, the same micro-batches (1 rank accumulates 2).
-4. `base` (K = 8192 x 3 levels + 64 dedup, history 256, m = 10; ~101M parameters) on 2 ranks with DDP and
+1. fp32 matmul peak of this machine, now, at 1 and 2 threads (best of several 2048^2 ``torch.mm``).
+2. Samples/s and MFU of ``configs/small.toml`` trained by ``onerec.train.fit`` itself (collate, forward,
+   backward, clipping, AdamW, logging) at 1 rank x 1 thread, 1 rank x 2 threads and 2 ranks x 1 thread
+   (torchrun, gloo; DDP and FSDP2), same global batch and micro-batches (1 rank accumulates 2). Model FLOPs
+   per step are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one forward+backward of the
+   batch; MFU = FLOPs / median step time (after warm-up steps) / the matmul peak of as many threads.
+3. `base` (K = 8192 x 3 levels + 64 dedup, history 256, m = 10; ~101M parameters) on 2 ranks with DDP and
    FSDP2, micro-batch 1: the parameter bytes each rank holds (measured from its local tensors), the
    training state that implies (params + grads + 2 AdamW moments = 4x, fp32), and peak RSS per rank
    (``ru_maxrss``, includes the Python/torch runtime and activations).
@@ -166,34 +166,34 @@ def main() -> None:
         return worker(args)
 
     result: dict = {"machine": f"{os.cpu_count()} CPUs (shared, contended), torch {torch.__version__}",
-                    "config": "small", "global_batch": args.batch, "micro_batch": args.micro}
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    peak = matmul_peak()
-    result["matmul_peak_gflops"] = peak / 1e9
+                    "load_average_1min_at_start": os.getloadavg()[0], "config": "small",
+                    "global_batch": args.batch, "micro_batch": args.micro}
+    peaks = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        peaks[threads] = matmul_peak()
+    result["matmul_peak_gflops"] = {f"{t} thread(s)": p / 1e9 for t, p in peaks.items()}
     model = build("small")
     table = synthetic(args.batch, model.n_items, model.config.max_history, model.config.max_session_items)
     flops = count_step_flops(model, table, args.batch)
+    result["small_params"] = sum(p.numel() for p in model.parameters())
     result["step_gflops_counted"] = flops / 1e9
     result["step_gflops_analytic"] = 3 * model.forward_flops(args.batch, model.config.max_history,
                                                              model.config.max_session_items) / 1e9
-    with tempfile.TemporaryDirectory() as tmp:
-        rep = train_steps("small", D.DistInfo(), "ddp", args.steps, args.batch, args.batch, Path(tmp))
-    step_s = median_after_warmup(rep["step_seconds"], args.warmup)
-    result["small_params"] = rep["params"]
-    result["mfu"] = flops / step_s / peak
-    result["samples_per_s"] = {"1 rank x 2 threads": args.batch / step_s}
-
-    if not args.skip_scaling:
-        torch.set_num_threads(1)
+    step_times: dict[str, tuple[float, int]] = {}  # setting -> (median step seconds, cores used)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory() as tmp:
-            rep1 = train_steps("small", D.DistInfo(), "ddp", args.steps, args.batch, args.micro, Path(tmp))
-        result["samples_per_s"]["1 rank x 1 thread"] = args.batch / median_after_warmup(rep1["step_seconds"],
-                                                                                        args.warmup)
+            rep = train_steps("small", D.DistInfo(), "ddp", args.steps, args.batch, args.micro, Path(tmp))
+        step_times[f"1 rank x {threads} thread(s)"] = (median_after_warmup(rep["step_seconds"], args.warmup), threads)
+    if not args.skip_scaling:
         for strategy in ("ddp", "fsdp"):
             reps = launch("small", strategy, args.steps, args.batch, args.micro)
-            result["samples_per_s"][f"2 ranks x 1 thread ({strategy})"] = args.batch / median_after_warmup(
-                reps[0]["step_seconds"], args.warmup)
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+            step_times[f"2 ranks x 1 thread ({strategy})"] = (median_after_warmup(reps[0]["step_seconds"],
+                                                                                  args.warmup), 2)
+    torch.set_num_threads(2)
+    result["samples_per_s"] = {k: args.batch / t for k, (t, _) in step_times.items()}
+    result["mfu"] = {k: flops / t / peaks[cores] for k, (t, cores) in step_times.items()}
 
     if not args.skip_memory:
         result["base_memory"] = {}
@@ -206,13 +206,13 @@ def main() -> None:
                 "peak_rss_bytes_per_rank": [r["peak_rss_bytes"] for r in reps],
             }
 
-    print(f"machine                      {result['machine']}")
-    print(f"fp32 matmul peak             {result['matmul_peak_gflops']:8.1f} GFLOP/s (2 threads)")
-    print(f"small: {result['small_params'] / 1e6:.1f}M params, batch {args.batch}, step FLOPs counted "
-          f"{result['step_gflops_counted']:.1f} G (analytic {result['step_gflops_analytic']:.1f} G)")
-    print(f"small training MFU (trainer) {100 * result['mfu']:8.1f} %")
+    print(f"machine                      {result['machine']}, load average {result['load_average_1min_at_start']:.1f}")
+    print("fp32 matmul peak             " + ", ".join(f"{v:.1f} GFLOP/s ({k})"
+                                                    for k, v in result["matmul_peak_gflops"].items()))
+    print(f"small: {result['small_params'] / 1e6:.1f}M params, global batch {args.batch} (micro {args.micro}), "
+          f"step FLOPs counted {result['step_gflops_counted']:.1f} G (analytic {result['step_gflops_analytic']:.1f} G)")
     for k, v in result["samples_per_s"].items():
-        print(f"samples/s {k:32s} {v:8.1f}")
+        print(f"{k:30s} {v:8.1f} samples/s   MFU {100 * result['mfu'][k]:5.1f} % (of the same cores' peak)")
     for strategy, mem in result.get("base_memory", {}).items():
         gib = 2**30
         print(f"base {strategy:4s}: {mem['params'] / 1e6:.1f}M params; per rank: params "
