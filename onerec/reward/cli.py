@@ -44,13 +44,14 @@ def eval_cmd(
     data: Path = typer.Option(..., "--data", help="data directory with the test split"),
     out: Path = typer.Option(None, "--out", help="where metrics.json and calibration PNGs go (default RM/eval)"),
     world: Path = typer.Option(None, "--world", help="simulator world: also Spearman vs the judge's expected reward"),
+    run: Path = typer.Option(None, "--run", help="OneRec run: with --world, also judge its generated sessions"),
     no_baselines: bool = typer.Option(False, "--no-baselines", help="skip the item-rate and pointwise baselines"),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
 ) -> None:
     """AUC per tower on the test split vs a per-item rate baseline and a pointwise model; calibration plots."""
     from onerec.reward.train import evaluate_reward
 
-    metrics = evaluate_reward(rm, data, out, world, baselines=not no_baselines)
+    metrics = evaluate_reward(rm, data, out, world, baselines=not no_baselines, run_dir=run)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
         return

@@ -230,7 +230,7 @@ def item_rate_scores(table: SessionTable, labels: Labels, train: np.ndarray, row
 
 
 def evaluate_reward(rm_dir: Path, data_dir: Path, out_dir: Path | None = None, world_dir: Path | None = None,
-                    baselines: bool = True) -> dict[str, Any]:
+                    baselines: bool = True, run_dir: Path | None = None) -> dict[str, Any]:
     """AUC per tower on the test split vs the baselines, calibration PNGs, optional simulator Spearman."""
     model = RewardModel.load(rm_dir)
     config = model.config
@@ -270,7 +270,8 @@ def evaluate_reward(rm_dir: Path, data_dir: Path, out_dir: Path | None = None, w
     if world_dir is not None:
         from onerec.reward.simcheck import simulator_spearman
 
-        metrics["simulator"] = simulator_spearman(model, table, test, Path(data_dir), Path(world_dir))
+        metrics["simulator"] = simulator_spearman(model, table, test, Path(data_dir), Path(world_dir),
+                                                  run_dir=None if run_dir is None else Path(run_dir))
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 

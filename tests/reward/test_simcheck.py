@@ -1,0 +1,42 @@
+"""Simulator agreement check: sessions reach the judge grouped by (length, day), in the world's ids."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onerec.reward.simcheck import _correlations, judge_sessions
+
+
+class FakeWorld:
+    """Records calls; the 'expected reward' is a known function of the ids so placement can be checked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+
+    def expected_reward(self, user_ids: np.ndarray, item_ids: np.ndarray, day: int) -> dict[str, np.ndarray]:
+        assert item_ids.ndim == 2 and (item_ids >= 0).all(), "padding must never reach the judge"
+        self.calls.append((len(user_ids), item_ids.shape[1], day))
+        return {"reward": item_ids.sum(1) + 1000.0 * user_ids + 0.5 * day}
+
+
+def test_judge_groups_by_length_and_day_and_maps_ids() -> None:
+    """Each (length, day) group is one judge call; results land on their own rows; ids go through *_orig."""
+    sessions = np.array([[0, 1, -1], [2, 3, 4], [1, 2, -1], [4, 0, -1]])
+    users = np.array([0, 1, 1, 0])
+    days = np.array([3, 3, 3, 4])
+    item_orig, user_orig = np.arange(5) * 10, np.array([7, 9])
+    world = FakeWorld()
+    out = judge_sessions(world, users, sessions, days, item_orig, user_orig)
+    assert sorted(world.calls) == [(1, 2, 4), (1, 3, 3), (2, 2, 3)], world.calls
+    expected = [10 + 7000 + 1.5, 90 + 9000 + 1.5, 30 + 9000 + 1.5, 40 + 7000 + 2.0]
+    np.testing.assert_allclose(out["reward"], expected, err_msg="judge outputs misplaced or ids not mapped")
+
+
+def test_within_user_spearman_uses_each_users_candidates_only() -> None:
+    """Within-user Spearman ranks a user's own candidates: a per-user offset in the RM does not matter."""
+    judge = {"reward": np.array([1.0, 2.0, 3.0, 1.0, 2.0, 3.0])}
+    rm = {"reward": np.array([10.0, 20.0, 30.0, -5.0, -4.0, -3.0])}  # right order inside each user
+    group = np.array([0, 0, 0, 1, 1, 1])
+    entry = _correlations(rm, judge, np.ones(6, bool), group)
+    assert entry["within_user_spearman_reward"] == 1.0, entry
+    assert entry["spearman_reward"] < 1.0, "the pooled correlation sees the offset"
