@@ -86,9 +86,10 @@ class MixtureOfExperts(nn.Module):
         nn.init.normal_(self.w_up, std=1.0 / math.sqrt(d_model), generator=generator)
         nn.init.normal_(self.w_down, std=1.0 / math.sqrt(self.d_ff), generator=generator)
 
-    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        """Expert ``e`` on tokens x (n, C) -> (n, C)."""
-        return F.gelu(x @ self.w_up[e]) @ self.w_down[e]
+    @staticmethod
+    def expert(w_up: torch.Tensor, w_down: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """One expert (weights (C, F), (F, C)) on tokens x (n, C) -> (n, C)."""
+        return F.gelu(x @ w_up) @ w_down
 
     def forward(self, x: torch.Tensor, impl: MoEImpl | str | None = None) -> tuple[torch.Tensor, RouterStats]:
         shape = x.shape
@@ -116,17 +117,18 @@ class MixtureOfExperts(nn.Module):
         counts = torch.bincount(flat_expert, minlength=self.n_experts).tolist()
         routed = tokens.index_select(0, token_of)  # (N * k, C)
         outputs = []
-        for e, chunk in enumerate(routed.split(counts)):
+        # unbind once: indexing w_up[e] per expert would make autograd write E full-size zero gradients
+        for w_up, w_down, chunk in zip(self.w_up.unbind(0), self.w_down.unbind(0), routed.split(counts)):
             if chunk.shape[0]:
-                outputs.append(self.expert(e, chunk))
+                outputs.append(self.expert(w_up, w_down, chunk))
         y_sorted = torch.cat(outputs) * gates.reshape(-1)[order, None]  # (N * k, C)
         return torch.zeros_like(tokens).index_add_(0, token_of, y_sorted)
 
     def _dispatch_loop(self, tokens: torch.Tensor, index: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         y = torch.zeros_like(tokens)
-        for e in range(self.n_experts):
+        for e, (w_up, w_down) in enumerate(zip(self.w_up.unbind(0), self.w_down.unbind(0))):
             weight = (gates * (index == e)).sum(dim=-1)  # (N,) gate of expert e, 0 if not chosen
-            y = y + weight[:, None] * self.expert(e, tokens)
+            y = y + weight[:, None] * self.expert(w_up, w_down, tokens)
         return y
 
     @torch.no_grad()
