@@ -20,7 +20,20 @@ Design choices
 
 These helpers are the hook points the reward-model and DPO trainers reuse: ``init_distributed``,
 ``global_batches``/``rank_micro_batches``, ``wrap_model``, ``grad_sync``, ``all_reduce_mean``,
-``full_model_state``/``load_model_state``, ``full_optimizer_state``/``load_optimizer_state``.
+``full_model_state``/``load_model_state``, ``full_optimizer_state``/``load_optimizer_state``. A loop::
+
+    info = init_distributed()                      # alone: world of one, no process group
+    model = wrap_model(model, info, "ddp")         # or "fsdp"; build the optimizer after this
+    for epoch in ...:
+        for batch in global_batches(n, batch_size, seed, epoch):
+            mine = rank_micro_batches(batch, micro, info.rank, info.world_size)
+            for i, (j, idx) in enumerate(mine):    # j: global micro-batch index (seed dropout with it)
+                with grad_sync(model, i == len(mine) - 1):
+                    (loss_of(model, idx) / len(mine)).backward()
+            optimizer.step(); optimizer.zero_grad()
+    state = full_model_state(model)                # collective; tensors on rank 0 only
+    if info.is_main: save(state)
+    teardown()
 """
 
 from __future__ import annotations

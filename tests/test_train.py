@@ -123,3 +123,16 @@ def test_logs_throughput_and_tensorboard(fx: dict[str, Path]) -> None:
     assert [r["step"] for r in rows] == [1, 2], f"logged steps {[r['step'] for r in rows]}"
     assert all(r["tokens_per_s"] > 0 and r["samples_per_s"] > 0 for r in rows), f"throughput missing: {rows}"
     assert list((fx["root"] / "tb" / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file in RUN/tb"
+
+
+def test_shipped_configs_have_valid_train_tables() -> None:
+    """tiny/small/base each carry a [train] table that loads into TrainConfig with global batch = k * micro."""
+    from onerec.config import load_section, read_toml
+    from onerec.train import TrainConfig
+
+    for name in ("tiny", "small", "base"):
+        path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.toml"
+        assert "train" in read_toml(path), f"{path} has no [train] table"
+        cfg = load_section(TrainConfig, "train", path)
+        micro = cfg.micro_batch_size or cfg.batch_size
+        assert cfg.batch_size % micro == 0, f"{name}: batch {cfg.batch_size} vs micro {micro}"
