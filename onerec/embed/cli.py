@@ -67,7 +67,7 @@ def run_embed(
     items = check_items(_read(data, "items"), str(data / "items.parquet"))
     interactions, samples = _read(data, "interactions"), _read(data, "samples")
     sessions = _read(data, "sessions") if (data / "sessions.parquet").is_file() else None
-    positives, split_counts = train_positives(interactions, samples, sessions)
+    positives, split_counts = train_positives(interactions, samples, sessions, cfg.include_histories)
     popularity = item_popularity(positives, items.height)
 
     features = build_features(items, cfg)

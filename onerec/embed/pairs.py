@@ -8,6 +8,10 @@ Design choices
   2. globally: strictly before the first ``valid``/``test`` sample that comes from a real session
      (``session != -1``: a temporal split, KuaiRand), so no other user's future leaks in either;
   3. not inside a session whose ``split`` in ``sessions.parquet`` is ``valid``/``test``.
+- With ``include_histories`` the histories of ``train`` samples (``history`` / ``history_ts``) join the
+  positives, deduplicated on (user, item, ts_ms). They hold positives the log itself lacks (KuaiRand's
+  prior two weeks, ``prior_history``), and every one of them precedes a training target; the three rules
+  above still apply to them.
 - A co-engagement pair (a, b): b is one of the same user's next ``window_items`` training positives
   after a, at most ``window_ms`` later (0 = any time), and b != a. Pairs keep their multiplicity (items
   engaged together often weigh more); beyond ``max_pairs`` a seeded uniform subsample is kept.
@@ -31,14 +35,36 @@ def _require(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> None:
         raise OnerecError(f"{where}: missing column {missing[0]!r} ({len(missing)} missing; has {df.columns[:12]})")
 
 
+def _history_positives(samples: pl.DataFrame) -> pl.DataFrame:
+    """(user, item, ts_ms, session=-1) from the histories of train samples."""
+    _require(samples, ("history", "history_ts"), "samples.parquet")
+    rows = samples.filter(pl.col("split") == "train").select("user", "history", "history_ts")
+    rows = rows.explode(["history", "history_ts"]).drop_nulls()
+    return rows.select(
+        pl.col("user").cast(pl.Int32), pl.col("history").cast(pl.Int32).alias("item"),
+        pl.col("history_ts").cast(pl.Int64).alias("ts_ms"), pl.lit(-1, pl.Int64).alias("session"),
+    ).unique(maintain_order=True)
+
+
 def train_positives(
-    interactions: pl.DataFrame, samples: pl.DataFrame, sessions: pl.DataFrame | None = None
+    interactions: pl.DataFrame,
+    samples: pl.DataFrame,
+    sessions: pl.DataFrame | None = None,
+    include_histories: bool = False,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """(user i32, item i32, ts_ms i64) positives usable for training, sorted by (user, ts_ms); and counts."""
     _require(interactions, ("user", "item", "ts_ms", "positive"), "interactions.parquet")
     _require(samples, ("user", "session", "split", "ts_ms"), "samples.parquet")
-    pos = interactions.with_row_index("row").filter(pl.col("positive").fill_null(False))
+    pos = interactions.filter(pl.col("positive").fill_null(False)).select(
+        pl.col("user").cast(pl.Int32), pl.col("item").cast(pl.Int32), pl.col("ts_ms").cast(pl.Int64),
+        (pl.col("session") if "session" in interactions.columns else pl.lit(-1)).cast(pl.Int64).alias("session"),
+    )
     counts: dict[str, Any] = {"positives": pos.height}
+    if include_histories:
+        extra = _history_positives(samples).join(pos, on=["user", "item", "ts_ms"], how="anti")
+        counts["added_from_histories"] = extra.height
+        pos = pl.concat([pos, extra])
+    pos = pos.with_row_index("row")
 
     held = samples.filter(pl.col("split").is_in(HELD_OUT))
     per_user = held.group_by("user").agg(pl.col("ts_ms").min().alias("cut_ms"))

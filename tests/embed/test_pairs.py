@@ -61,3 +61,19 @@ def test_pairs_match_brute_force() -> None:
     assert sorted(map(tuple, got.tolist())) == sorted(want), f"{len(got)} pairs vs {len(want)} expected"
     capped = co_engagement_pairs(frame, window_items=3, window_ms=2500, max_pairs=10, seed=0)
     assert len(capped) == 10, f"max_pairs not applied: {len(capped)}"
+
+
+def test_histories_of_train_samples_join_but_respect_cutoffs() -> None:
+    """include_histories adds train-sample history positives the log lacks, deduplicated, still before the cut-off."""
+    log = _log()
+    samples = pl.DataFrame(
+        {"user": [0, 0], "session": [-1, -1], "split": ["train", "test"], "ts_ms": [50, 4000],
+         "history": [[11, 12, log["item"][0]], [19]], "history_ts": [[-200, -100, 0], [3500]]},
+        schema_overrides={"user": pl.Int32, "history": pl.List(pl.Int32)},
+    )
+    base, _ = train_positives(log, samples)
+    more, counts = train_positives(log, samples, include_histories=True)
+    added = more.join(base, on=["user", "item", "ts_ms"], how="anti")
+    assert sorted(added["item"].to_list()) == [11, 12], f"expected the two prior positives, got {added}"
+    assert counts["added_from_histories"] == 2, f"duplicate of a logged positive was added: {counts}"
+    assert more.filter((pl.col("user") == 0) & (pl.col("item") == 19)).height == 0, "a test sample's history joined the training positives"
