@@ -85,3 +85,11 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys, case: str) -> None:
     err = capsys.readouterr().err
     assert rc == 2 and message in err, f"{case}: rc={rc}, stderr={err!r}"
     assert not (tmp_path / "tok").exists(), f"{case}: an output directory was left behind"
+
+
+def test_bad_config_value_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    """A codebook size below 2 is rejected by TokenizerConfig with exit status 2 and the key named."""
+    np.save(tmp_path / "e.npy", _emb(20))
+    rc = _run("--embeddings", str(tmp_path / "e.npy"), "--set", "tokenizer.codebook_size=1", "--out", str(tmp_path / "t"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "tokenizer.codebook_size" in err, f"rc={rc}, stderr={err!r}"
