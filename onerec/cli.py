@@ -7,6 +7,8 @@ Expected errors (bad input, bad config) print one line ``error: ...`` and exit w
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -27,8 +29,38 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command("report")
+def report_command(
+    run: Annotated[Path, typer.Option("--run", help="Pipeline run directory.")],
+) -> None:
+    """Write RUN/report.html from the stages that have run."""
+    from onerec.report import write_report
+
+    typer.echo(f"report: {write_report(run)}")
+
+
+def pipeline_command(
+    config: Annotated[Path, typer.Option("--config", help="TOML file with a [pipeline] table and stage tables.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory (one subdirectory per stage).")],
+    from_stage: Annotated[str | None, typer.Option("--from", help="Rerun this stage and every stage after it.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.epochs=2.")] = None,
+) -> None:
+    """The main job: data -> embed -> tokenize -> train -> baselines -> reward -> align -> evaluate -> report."""
+    from onerec.pipeline import run_pipeline
+
+    run_pipeline(config, out, list(set_ or []), from_stage)
+    typer.echo(f"done: open {out / 'report.html'}")
+
+
+_registered = False
+
+
 def _register() -> None:
-    """Attach each stage's commands (the order is the pipeline's)."""
+    """Attach each stage's commands (the order is the pipeline's); idempotent."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     # One block per stage, in pipeline order; each stage's CLI module keeps heavy imports inside its functions.
     from onerec.simulate.cli import app as simulate_app
 
@@ -53,7 +85,13 @@ def _register() -> None:
     from onerec.reward.cli import app as reward_app
 
     app.add_typer(reward_app, name="reward")
+    from onerec.align.cli import align_command, sample_server_command
+
+    app.command("align")(align_command)
+    app.command("sample-server")(sample_server_command)
     from onerec.serve.cli import serve_command
+
+    app.command("pipeline")(pipeline_command)
 
     app.command("serve")(serve_command)
 

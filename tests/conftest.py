@@ -35,3 +35,13 @@ def _one_thread() -> None:
     except ImportError:  # pragma: no cover
         return
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole pipeline on configs/tiny_pipeline.toml (simulated world, toy sizes), run once per session."""
+    from onerec.pipeline import run_pipeline
+
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    run_pipeline(REPO / "configs" / "tiny_pipeline.toml", out, log=lambda _: None)
+    return out

@@ -1,0 +1,288 @@
+"""Iterative preference alignment (ONEREC.md §6): rounds of sample -> judge -> pair -> train with NTP + λ·DPO.
+
+Design choices
+- Round ``t`` starts from policy ``M_t`` (the seed run for t = 0). ``M_t`` samples ``n_beams`` sessions for a
+  share ``user_share`` of the training users, the reward model picks best and worst, and ``M_{t+1}``
+  (initialised from ``M_t``) trains on ``L = L_NTP + λ·L_DPO`` with ``M_t`` as the frozen reference through
+  log-probs precomputed by the sampler (``onerec.align.sampler``): no second model in memory, and the
+  reference cannot change by construction.
+- Pairs come from the sampler in-process (default) or, with ``--shards DIR``, from shards the sampling
+  server (``onerec sample-server``) wrote for exactly this policy version.
+- Every round keeps its own directory ``OUT/round_<t>/``: a run directory (``model.safetensors``,
+  ``run.json``: ``load_run`` and ``onerec serve`` read it), ``pairs.parquet``, ``metrics.json``. ``OUT/LATEST``
+  names the newest round so a sampling server picks it up.
+- Evaluation per policy (OneRec Table 1 in our setting): reward-model towers, mean and max over the
+  ``eval_beams`` generated sessions per held-out user; on simulator data the judge's true expected outcome
+  of the top session; next-session Recall@10 on the held-out split (EVAL.md §2, §3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import torch
+
+from onerec import checkpoint as ckpt
+from onerec.align.losses import logratio_margin, preference_loss
+from onerec.align.sampler import read_shards, sample_pairs
+from onerec.config import ConfigError, to_dict
+from onerec.io import OnerecError, atomic_write_text, write_json
+
+
+@dataclasses.dataclass
+class AlignConfig:
+    """``[align]``: DPO rounds."""
+
+    rounds: int = 2
+    user_share: float = 0.01  # r_DPO: share of training users that get pairs each round (paper: 1 %)
+    max_users: int = 0  # cap on users per round (0 = none)
+    n_beams: int = 32  # N sessions per user (paper: 128 on GPU)
+    session_len: int = 5  # m
+    loss: Literal["dpo", "cdpo", "ipo"] = "dpo"
+    beta: float = 0.1
+    dpo_weight: float = 1.0  # λ
+    label_smoothing: float = 0.0  # cdpo only
+    min_reward_gap: float = 0.0  # pair filter: best - worst reward must reach this
+    reward_key: str = "reward"
+    steps: int = 100  # optimizer steps per round
+    batch_size: int = 64  # NTP samples per step
+    pair_batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_users: int = 256
+    eval_beams: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.n_beams < 2 or self.session_len < 1 or self.steps < 1:
+            raise ConfigError("align.rounds, steps, session_len must be >= 1 and align.n_beams >= 2")
+        if not 0 < self.user_share <= 1:
+            raise ConfigError(f"align.user_share must lie in (0, 1], got {self.user_share}")
+        if self.beta <= 0 or self.dpo_weight < 0 or self.lr <= 0:
+            raise ConfigError("align.beta and align.lr must be > 0, align.dpo_weight >= 0")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ConfigError("align.label_smoothing must lie in [0, 0.5)")
+
+
+def load_policy(run_dir: Path) -> tuple[Any, Any, str, str]:
+    """(model, trie, version, codes sha) of a run directory."""
+    from onerec.tokenizer.trie import CodeTrie
+
+    model, info = ckpt.load_run(run_dir)
+    codes = model.item_codes.cpu().numpy()
+    version = str(info.get("version") or info.get("weights_sha256", "")[:12] or "v0")
+    return model, CodeTrie.from_codes(codes, list(model.level_sizes)), version, ckpt.codes_sha256(codes)
+
+
+def left_pad(rows: list[np.ndarray], width: int) -> torch.Tensor:
+    """Histories (oldest first) -> (B, width) long, newest item last, -1 padding on the left."""
+    out = torch.full((len(rows), max(1, width)), -1, dtype=torch.long)
+    for r, row in enumerate(rows):
+        row = np.asarray(row[-width:], dtype=np.int64)
+        if row.size:
+            out[r, out.shape[1] - row.size:] = torch.from_numpy(row)
+    return out
+
+
+def user_histories(data_dir: Path, max_history: int, max_users: int = 0,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Each training user's latest training sample with a non-empty history: (users, samples, history (U, n))."""
+    frame = (pl.read_parquet(Path(data_dir) / "samples.parquet", columns=["sample", "user", "split", "history"])
+             .filter((pl.col("split") == "train") & (pl.col("history").list.len() > 0))
+             .sort("sample").group_by("user", maintain_order=True).last().sort("user"))
+    if max_users and frame.height > max_users:
+        pick = np.sort(np.random.default_rng(seed).choice(frame.height, max_users, replace=False))
+        frame = frame[pick]
+    hist = [np.asarray(h, dtype=np.int64) for h in frame["history"].to_list()]
+    return (frame["user"].to_numpy().astype(np.int64), frame["sample"].to_numpy().astype(np.int64),
+            left_pad(hist, max_history))
+
+
+def train_round(policy: Any, pairs: pl.DataFrame, ntp_table: Any, cfg: AlignConfig, round_index: int,
+                log: Any = print) -> list[dict[str, float]]:
+    """Train ``policy`` in place on NTP samples + preference pairs for ``cfg.steps`` steps; returns the log."""
+    from onerec.batching import collate
+
+    gen = np.random.default_rng([cfg.seed, round_index])
+    torch.manual_seed(int(gen.integers(2**31)))
+    decay = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim >= 2]
+    rest = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                            lr=cfg.lr)
+    hist = [np.asarray(h, np.int64) for h in pairs["history"].to_list()]
+    chosen = torch.tensor(pairs["chosen"].to_list(), dtype=torch.long)  # (P, m)
+    rejected = torch.tensor(pairs["rejected"].to_list(), dtype=torch.long)
+    ref_c = torch.tensor(pairs["ref_chosen_logp"].to_numpy())
+    ref_r = torch.tensor(pairs["ref_rejected_logp"].to_numpy())
+    m = chosen.shape[1]
+    window = policy.config.max_history
+    history_log = []
+    policy.train()
+    for step in range(cfg.steps):
+        batch = collate(ntp_table, gen.integers(0, len(ntp_table), cfg.batch_size), window, m)
+        out = policy(batch["history"], batch["sessions"])
+        loss = out.loss
+        row: dict[str, float] = {"step": step, "ntp": float(out.ntp_loss.detach())}
+        if cfg.dpo_weight > 0 and len(hist):
+            idx = gen.integers(0, len(hist), cfg.pair_batch_size)
+            h = left_pad([hist[i] for i in idx], window)
+            pol_c = policy.sequence_logp(h, chosen[idx])  # (P,)
+            pol_r = policy.sequence_logp(h, rejected[idx])
+            pref = preference_loss(cfg.loss, pol_c, pol_r, ref_c[idx], ref_r[idx], cfg.beta, cfg.label_smoothing)
+            loss = loss + cfg.dpo_weight * pref.mean()
+            margin = logratio_margin(pol_c, pol_r, ref_c[idx], ref_r[idx]).detach()
+            row.update({"pref_loss": float(pref.mean().detach()), "margin": float(margin.mean()),
+                        "pair_accuracy": float((margin > 0).float().mean())})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+        opt.step()
+        history_log.append(row)
+        if step % max(1, cfg.steps // 5) == 0 or step == cfg.steps - 1:
+            log("  round {} step {:>4}: ".format(round_index, step)
+                + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "step"))
+    policy.eval()
+    return history_log
+
+
+@torch.no_grad()
+def evaluate_policy(policy: Any, trie: Any, rm: Any, data_dir: Path, cfg: AlignConfig,
+                    world: Any = None) -> dict[str, Any]:
+    """RM towers (mean / max over beams), judge (simulator), next-session Recall@10 on the held-out split."""
+    from onerec.evaluate.datasets import next_session_from_data
+    from onerec.evaluate.generative import GenerativeRecommender
+    from onerec.evaluate.protocols import evaluate_next_session
+    from onerec.model.generate import generate_sessions
+
+    window = policy.config.max_history
+    frame = (pl.read_parquet(Path(data_dir) / "samples.parquet", columns=["sample", "user", "split", "history"])
+             .filter((pl.col("split") == "test") & (pl.col("history").list.len() > 0)).sort("sample")
+             .group_by("user", maintain_order=True).first().head(cfg.eval_users))
+    if frame.height == 0:
+        raise OnerecError(f"{data_dir}: no held-out (test) samples with a history to evaluate on")
+    history = left_pad([np.asarray(h, np.int64) for h in frame["history"].to_list()], window)
+    towers: dict[str, list[torch.Tensor]] = {}
+    tops = []
+    for start in range(0, history.shape[0], 32):
+        hist = history[start:start + 32]
+        beams = generate_sessions(policy, trie, hist, n_items=cfg.session_len, beam_size=cfg.eval_beams)
+        scores = rm.score(hist, beams.items.clamp(min=0))  # {tower: (B, N)}
+        for key, value in scores.items():
+            towers.setdefault(key, []).append(value.float())
+        tops.append(beams.items[:, 0])
+    out: dict[str, Any] = {"users": int(frame.height), "beams": cfg.eval_beams, "session_len": cfg.session_len}
+    for key, parts in towers.items():
+        value = torch.cat(parts)  # (U, N)
+        out[f"rm_{key}_mean"] = float(value.mean(1).mean())
+        out[f"rm_{key}_max"] = float(value.max(1).values.mean())
+    top = torch.cat(tops).numpy()  # (U, m)
+    if world is not None:
+        items = pl.read_parquet(Path(data_dir) / "items.parquet", columns=["item", "item_orig"]).sort("item")
+        users = pl.read_parquet(Path(data_dir) / "users.parquet", columns=["user", "user_orig"]).sort("user")
+        item_orig = items["item_orig"].cast(pl.Int64).to_numpy()
+        user_orig = users["user_orig"].cast(pl.Int64).to_numpy()
+        judged = world.expected_reward(user_orig[frame["user"].to_numpy()], item_orig[top], world.config.days - 1)
+        out.update({f"judge_{k}": float(np.mean(v)) for k, v in judged.items()})
+    test = next_session_from_data(Path(data_dir), "test", window)
+    n = min(cfg.eval_users, len(test.history))
+    from onerec.evaluate.protocols import NextSessionSet
+
+    test = NextSessionSet(test.history[:n], test.positives[:n])
+    rec = GenerativeRecommender(policy, beam_size=cfg.eval_beams, m=cfg.session_len, trie=trie)
+    quality = evaluate_next_session(rec, test, m=cfg.session_len, ks=(10,), batch_size=32)
+    out.update({k: float(v) for k, v in quality.items()})
+    return out
+
+
+def save_policy(policy: Any, parent_info: dict[str, Any], round_dir: Path, round_index: int,
+                cfg: AlignConfig) -> str:
+    """Write ``round_dir`` as a run directory; returns the new policy version."""
+    weights = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
+    sha = ckpt.save_weights(weights, round_dir / ckpt.WEIGHTS)
+    version = f"r{round_index}-{sha[:10]}"
+    info = {**parent_info, "weights_sha256": sha, "version": version, "align_round": round_index,
+            "parent_version": parent_info.get("version"), "align_config": to_dict(cfg)}
+    ckpt.write_run_info(round_dir, info)
+    return version
+
+
+def run_alignment(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: AlignConfig,
+                  world_dir: Path | None = None, shards: Path | None = None, log: Any = print) -> dict[str, Any]:
+    """All rounds; returns (and writes ``OUT/metrics.json``) the per-round table."""
+    from onerec.batching import SampleTable, seed_samples
+    from onerec.reward.model import RewardModel
+
+    torch.manual_seed(cfg.seed)
+    rm = RewardModel.load(rm_dir)
+    world = None
+    if world_dir is not None:
+        from onerec.simulate import World
+
+        world = World.load(world_dir)
+    samples = pl.read_parquet(Path(data_dir) / "samples.parquet")
+    sessions_path = Path(data_dir) / "sessions.parquet"
+    sessions = pl.read_parquet(sessions_path, columns=["session", "high_quality"]) if sessions_path.is_file() else None
+    ntp_table = SampleTable.from_frame(seed_samples(samples, sessions, "train"))
+    if len(ntp_table) == 0:
+        raise OnerecError(f"{data_dir}: no training samples for the NTP term")
+    out.mkdir(parents=True, exist_ok=True)
+    policy_dir = Path(seed_run)
+    table = []
+    policy, trie, version, codes_sha = load_policy(policy_dir)
+    t0 = time.perf_counter()
+    metrics0 = evaluate_policy(policy, trie, rm, data_dir, cfg, world)
+    table.append({"round": 0, "version": version, **metrics0, "eval_s": round(time.perf_counter() - t0, 1)})
+    log(f"align: M_0 {_summary(metrics0)}")
+    for t in range(1, cfg.rounds + 1):
+        _, info = ckpt.load_run(policy_dir)
+        users, sample_ids, history = user_histories(data_dir, policy.config.max_history, 0, cfg.seed)
+        n_pick = max(1, int(round(cfg.user_share * len(users))))
+        if cfg.max_users:
+            n_pick = min(n_pick, cfg.max_users)
+        pick = np.sort(np.random.default_rng([cfg.seed, t]).choice(len(users), n_pick, replace=False))
+        start = time.perf_counter()
+        if shards is not None:
+            pairs, counts = read_shards(shards, version, codes_sha, log)
+            log(f"align: round {t}: {counts}")
+        else:
+            pairs = sample_pairs(policy, trie, rm, history[pick], users[pick], sample_ids[pick], cfg.n_beams,
+                                 cfg.session_len, version, codes_sha, cfg.reward_key, cfg.min_reward_gap)
+        sample_s = time.perf_counter() - start
+        if pairs.height == 0:
+            raise OnerecError(f"round {t}: no preference pairs (users={n_pick}, min_reward_gap={cfg.min_reward_gap})")
+        log(f"align: round {t}: {pairs.height} pairs from {n_pick} users in {sample_s:.1f}s "
+            f"({n_pick * cfg.n_beams / max(sample_s, 1e-9):.1f} sessions/s generated and scored)")
+        start = time.perf_counter()
+        train_log = train_round(policy, pairs, ntp_table, cfg, t, log)
+        train_s = time.perf_counter() - start
+        round_dir = out / f"round_{t}"
+        version = save_policy(policy, info, round_dir, t, cfg)
+        with_pairs = pairs.with_columns(pl.lit(t).alias("round"))
+        from onerec.io import atomic_path
+
+        with atomic_path(round_dir / "pairs.parquet") as tmp:
+            with_pairs.write_parquet(tmp)
+        policy, trie, version, codes_sha = load_policy(round_dir)
+        metrics = evaluate_policy(policy, trie, rm, data_dir, cfg, world)
+        row = {"round": t, "version": version, "pairs": pairs.height, "users": n_pick, "sample_s": round(sample_s, 1),
+               "train_s": round(train_s, 1), "final_margin": train_log[-1].get("margin"), **metrics}
+        write_json(round_dir / "metrics.json", {"round": row, "train_log": train_log})
+        atomic_write_text(out / "LATEST", f"round_{t}\n")
+        table.append(row)
+        policy_dir = round_dir
+        log(f"align: M_{t} {_summary(metrics)}")
+    result = {"config": to_dict(cfg), "rounds": table}
+    write_json(out / "metrics.json", result)
+    return result
+
+
+def _summary(m: dict[str, Any]) -> str:
+    keys = ["rm_reward_mean", "rm_reward_max", "judge_reward", "recall@10"]
+    return json.dumps({k: round(m[k], 4) for k in keys if k in m})

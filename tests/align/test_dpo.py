@@ -1,0 +1,145 @@
+"""DPO rounds and the sampling server on the tiny pipeline run (simulated world, toy model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from onerec import checkpoint as ckpt
+from onerec.align import sampler as S
+from onerec.align.dpo import AlignConfig, left_pad, load_policy, train_round, user_histories
+from onerec.batching import SampleTable, seed_samples
+
+
+def _pairs(run: Path) -> pl.DataFrame:
+    return pl.read_parquet(run / "align" / "round_1" / "pairs.parquet")
+
+
+def test_reference_never_changes(tiny_pipeline_run: Path) -> None:
+    """After a round the seed run's weights are bit-identical, and the stored reference log-probs are the
+    seed model's own log-probs of the pairs."""
+    info = json.loads((tiny_pipeline_run / "model" / "run.json").read_text())
+    assert ckpt.sha256_file(tiny_pipeline_run / "model" / "model.safetensors") == info["weights_sha256"]
+    ref, _ = ckpt.load_run(tiny_pipeline_run / "model")
+    pairs = _pairs(tiny_pipeline_run).head(8)
+    window = ref.config.max_history
+    hist = left_pad([np.asarray(h) for h in pairs["history"].to_list()], window)
+    with torch.no_grad():
+        chosen = ref.sequence_logp(hist, torch.tensor(pairs["chosen"].to_list()))
+    torch.testing.assert_close(chosen.double(), torch.tensor(pairs["ref_chosen_logp"].to_numpy()), atol=1e-4, rtol=1e-4)
+
+
+def test_pairs_prefer_higher_reward_and_distinct_sessions(tiny_pipeline_run: Path) -> None:
+    """Every pair's chosen session scores at least its rejected one and the two differ; items are distinct."""
+    pairs = _pairs(tiny_pipeline_run)
+    assert pairs.height > 0
+    assert (pairs["chosen_reward"] >= pairs["rejected_reward"]).all()
+    assert all(c != r for c, r in zip(pairs["chosen"].to_list(), pairs["rejected"].to_list()))
+    assert all(len(set(c)) == len(c) for c in pairs["chosen"].to_list()), "a session repeats an item"
+
+
+def test_dpo_round_raises_the_margin_and_policy_moves(tiny_pipeline_run: Path) -> None:
+    """Training on pairs raises the policy's log-prob margin of chosen over rejected; the policy's parameters
+    change while the reference model (a separate load) stays as it was."""
+    data = tiny_pipeline_run / "data"
+    policy, _, _, _ = load_policy(tiny_pipeline_run / "model")
+    reference, _, _, _ = load_policy(tiny_pipeline_run / "model")
+    before = {k: v.clone() for k, v in reference.state_dict().items()}
+    pairs = _pairs(tiny_pipeline_run)
+    samples = pl.read_parquet(data / "samples.parquet")
+    sessions = pl.read_parquet(data / "sessions.parquet", columns=["session", "high_quality"])
+    table = SampleTable.from_frame(seed_samples(samples, sessions, "train"))
+    cfg = AlignConfig(steps=30, lr=3e-3, batch_size=8, pair_batch_size=16, beta=0.5, dpo_weight=1.0)
+    log = train_round(policy, pairs, table, cfg, round_index=1, log=lambda _: None)
+    assert log[0]["pref_loss"] == pytest.approx(np.log(2), abs=1e-3), "DPO loss must start at ln 2 (policy = ref)"
+    first, last = np.mean([r["margin"] for r in log[:3]]), np.mean([r["margin"] for r in log[-3:]])
+    assert last > first + 0.05, f"margin did not rise: {first:.4f} -> {last:.4f}"
+    moved = any(not torch.equal(p, reference.state_dict()[k]) for k, p in policy.state_dict().items())
+    assert moved, "policy parameters did not change"
+    for k, v in reference.state_dict().items():
+        assert torch.equal(v, before[k]), f"reference parameter {k} changed"
+
+
+@pytest.fixture()
+def policy_root(tiny_pipeline_run: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "align"
+    root.mkdir()
+    # LATEST names a policy directory inside the root: a symlink to the seed run
+    (root / "seed").symlink_to(tiny_pipeline_run / "model")
+    (root / "LATEST").write_text("seed\n")
+    return root
+
+
+def _serve_once(run: Path, root: Path, out: Path, monkeypatch: pytest.MonkeyPatch, rank: int, world: int) -> dict:
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    return S.run_sample_server(root, run / "rm", run / "data", out, n_beams=4, session_len=3, shard_users=16,
+                               max_users=48, once=True, log=lambda _: None)
+
+
+def test_two_samplers_never_write_the_same_pair(tiny_pipeline_run: Path, policy_root: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranks 0 and 1 cover disjoint users; a rerun writes nothing new; shards round-trip through read_shards."""
+    out = tmp_path / "shards"
+    first = _serve_once(tiny_pipeline_run, policy_root, out, monkeypatch, 0, 2)
+    second = _serve_once(tiny_pipeline_run, policy_root, out, monkeypatch, 1, 2)
+    assert first["shards"] > 0 and second["shards"] > 0
+    again = _serve_once(tiny_pipeline_run, policy_root, out, monkeypatch, 0, 2)
+    assert again["shards"] == 0 and again["skipped_existing"] == first["shards"], again
+    _, _, version, sha = load_policy(policy_root / "seed")
+    pairs, counts = S.read_shards(out, version, sha, log=lambda _: None)
+    assert counts["pairs"] == first["pairs"] + second["pairs"]
+    per_rank = [set(pl.read_parquet(p)["user"].to_list()) for p in sorted(out.glob("*-r000-*"))]
+    other = [set(pl.read_parquet(p)["user"].to_list()) for p in sorted(out.glob("*-r001-*"))]
+    assert not set().union(*per_rank) & set().union(*other), "two samplers wrote pairs for the same user"
+    assert pairs.select(["user", "sample"]).is_duplicated().sum() == 0
+
+
+def test_killed_sampler_leaves_no_partial_shard(tiny_pipeline_run: Path, policy_root: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sampler dying inside its second shard leaves only the first shard (no temp file); a restart fills the rest."""
+    out = tmp_path / "shards"
+    real = S.write_shard
+    calls = {"n": 0}
+
+    def dying(frame: pl.DataFrame, path: Path) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            with S.atomic_path(path) as tmp:
+                tmp.write_bytes(b"PAR1 half written")
+                raise KeyboardInterrupt("killed mid-shard")
+        real(frame, path)
+
+    monkeypatch.setattr(S, "write_shard", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _serve_once(tiny_pipeline_run, policy_root, out, monkeypatch, 0, 1)
+    assert [p.name for p in out.iterdir()] == [S.shard_name(load_policy(policy_root / "seed")[2], 0, 0)]
+    monkeypatch.setattr(S, "write_shard", real)
+    resumed = _serve_once(tiny_pipeline_run, policy_root, out, monkeypatch, 0, 1)
+    assert resumed["skipped_existing"] == 1 and resumed["shards"] == 2, resumed
+
+
+def test_foreign_and_empty_shards_are_skipped(tiny_pipeline_run: Path, tmp_path: Path) -> None:
+    """Shards from another tokenizer and empty shards are skipped with a count; the valid ones are read."""
+    pairs = _pairs(tiny_pipeline_run).drop("round")
+    version = pairs["policy_version"][0]
+    sha = pairs["codes_sha256"][0]
+    S.write_shard(pairs, tmp_path / S.shard_name(version, 0, 0))
+    S.write_shard(pairs.with_columns(pl.lit("other").alias("codes_sha256")), tmp_path / S.shard_name(version, 0, 1))
+    S.write_shard(pairs.head(0), tmp_path / S.shard_name(version, 0, 2))
+    read, counts = S.read_shards(tmp_path, version, sha, log=lambda _: None)
+    assert read.height == pairs.height
+    assert counts["skipped_other_tokenizer"] == 1 and counts["skipped_empty"] == 1, counts
+
+
+def test_user_histories_are_training_users(tiny_pipeline_run: Path) -> None:
+    """Sampled users come from the training split, with their history left-padded to the model window."""
+    users, samples, hist = user_histories(tiny_pipeline_run / "data", 20)
+    train = pl.read_parquet(tiny_pipeline_run / "data" / "samples.parquet").filter(pl.col("split") == "train")
+    assert set(samples.tolist()) <= set(train["sample"].to_list())
+    assert hist.shape == (len(users), 20) and (hist[:, -1] >= 0).all()

@@ -1,0 +1,41 @@
+"""``onerec pipeline``: every stage completes, reruns skip what is done, a config change reruns downstream only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from onerec.pipeline import run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "tiny_pipeline.toml"
+
+
+def test_pipeline_writes_every_section(tiny_pipeline_run: Path) -> None:
+    """Metrics for the model and its baselines, the alignment rounds, and a report with tables and images."""
+    quality = json.loads((tiny_pipeline_run / "model" / "metrics.json").read_text())
+    assert {"onerec", "popularity"} <= set(quality["models"]), quality["models"].keys()
+    onerec = quality["models"]["onerec"]
+    assert onerec["valid_item_rate"] == 1.0 and onerec["duplicate_rate"] == 0.0, onerec
+    rounds = json.loads((tiny_pipeline_run / "align" / "metrics.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1], rounds
+    for key in ("rm_reward_mean", "rm_reward_max", "judge_reward", "recall@10"):
+        assert all(key in r for r in rounds), f"{key} missing from the alignment table"
+    assert (tiny_pipeline_run / "align" / "round_1" / "pairs.parquet").is_file()
+    html = (tiny_pipeline_run / "report.html").read_text()
+    for title in ("Dataset", "Semantic IDs", "Training", "Quality", "Reward model", "Alignment", "Example generated"):
+        assert title in html, f"report lacks the {title!r} section"
+    assert html.count("<table>") >= 5 and "data:image/png;base64," in html
+
+
+def test_rerun_skips_and_change_reruns_downstream_only(tiny_pipeline_run: Path, tmp_path: Path) -> None:
+    """A second run skips every stage; changing align.steps reruns align and evaluate, nothing upstream."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_pipeline_run, run)
+    status = run_pipeline(CONFIG, run, log=lambda _: None)
+    stages = {k: v for k, v in status.items() if k != "report"}
+    assert set(stages.values()) == {"skipped"}, stages
+    status = run_pipeline(CONFIG, run, ["align.steps=2"], log=lambda _: None)
+    ran = {k for k, v in status.items() if v == "ran"}
+    assert ran == {"align", "evaluate"}, status
