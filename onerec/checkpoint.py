@@ -65,16 +65,20 @@ def save_weights(state: dict[str, torch.Tensor], path: Path) -> str:
 
 
 def read_weights(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """Read safetensors weights; a missing, unreadable or sha-mismatched file is a clear OnerecError."""
-    from safetensors.torch import load_file
+    """Read safetensors weights; a missing, unreadable or sha-mismatched file is a clear OnerecError.
+
+    The file is read into memory (not memory-mapped): a server holding these tensors must survive the file
+    being overwritten in place (a memory-mapped tensor over a truncated file dies with SIGBUS)."""
+    from safetensors.torch import load as load_bytes
 
     path = Path(path)
     if not path.is_file():
         raise OnerecError(f"missing checkpoint file: {path}")
-    if sha256 is not None and sha256_file(path) != sha256:
+    data = path.read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise OnerecError(f"{path}: corrupt checkpoint (sha256 differs from the one recorded when it was written)")
     try:
-        return load_file(str(path))
+        return load_bytes(data)
     except Exception as err:  # safetensors raises its own error types for truncated/garbled headers
         raise OnerecError(f"{path}: corrupt checkpoint, cannot read safetensors ({err})") from None
 
