@@ -61,3 +61,16 @@ def test_loader_rejects_mismatch(tmp_path: Path) -> None:
     (tmp_path / "embed.json").write_text(json.dumps({"n_items": 4, "dim": 2}))
     with pytest.raises(OnerecError, match="disagrees"):
         load_embeddings(tmp_path)
+
+
+def test_content_method_needs_no_training(planted: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    """method=content writes the seeded random projection of the features: same seed, same file."""
+    data, group = planted
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert main(["embed", "--data", str(data), "--out", str(out), "--set", "embed.method=content",
+                     "--set", "embed.dim=8", "--set", "embed.eval=false"]) == 0
+    a, b = (load_embeddings(o) for o in outs)
+    np.testing.assert_array_equal(a, b, err_msg="content embeddings differ between identical runs")
+    meta = json.loads((outs[0] / "embed.json").read_text())
+    assert meta["method"] == "content" and "training" not in meta, meta.keys()
