@@ -9,7 +9,10 @@ per rank with DDP vs FSDP2 on `base`.
    backward, clipping, AdamW, logging) at 1 rank x 1 thread, 1 rank x 2 threads and 2 ranks x 1 thread
    (torchrun, gloo; DDP and FSDP2), same global batch and micro-batches (1 rank accumulates 2). Model FLOPs
    per step are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one forward+backward of the
-   batch; MFU = FLOPs / median step time (after warm-up steps) / the matmul peak of as many threads.
+   batch. MFU (wall) = FLOPs / median wall step time / the wall-clock matmul peak of as many threads; on a
+   shared, loaded machine both terms are depressed by other processes, so the benchmark also reports MFU
+   per CPU-second = FLOPs / CPU seconds the training processes used per step (all ranks) / the matmul
+   FLOPs per CPU-second of one thread — contention does not enter it, thread spin-waiting does.
 3. `base` (K = 8192 x 3 levels + 64 dedup, history 256, m = 10; ~101M parameters) on 2 ranks with DDP and
    FSDP2, micro-batch 1: the parameter bytes each rank holds (measured from its local tensors), the
    training state that implies (params + grads + 2 AdamW moments = 4x, fp32), and peak RSS per rank
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -52,17 +56,16 @@ class _Stop(Exception):
     pass
 
 
-def matmul_peak(n: int = 2048, repeats: int = 8) -> float:
+def matmul_peak(n: int = 2048, repeats: int = 8, clock=time.perf_counter) -> float:
+    """Best FLOPs per second (per CPU-second with ``clock=time.process_time``) of an n x n fp32 matmul."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    best = math.inf
+    for _ in range(repeats):
+        t = clock()
+        torch.mm(a, b)
+        best = min(best, clock() - t)
     return 2.0 * n**3 / best
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def synthetic(n: int, n_items: int, hist: int, m: int, seed: int = 0) -> SampleTable:
@@ -91,8 +94,10 @@ def train_steps(name: str, info: D.DistInfo, strategy: str, steps: int, batch: i
     cfg = TrainConfig(batch_size=batch, micro_batch_size=micro, max_steps=steps, warmup_steps=1, epochs=1,
                       save_every=10**9, log_every=1, progress=False, tensorboard=False, strategy=strategy)
     report: dict = {}
+    marks: list[tuple[float, float]] = []  # (wall, this process's CPU time) after each step
 
     def on_step(step: int) -> None:
+        marks.append((time.perf_counter(), time.process_time()))
         if step == stop_at:
             local = [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters()]
             report["param_bytes_per_rank"] = sum(t.numel() * t.element_size() for t in local)
@@ -101,12 +106,11 @@ def train_steps(name: str, info: D.DistInfo, strategy: str, steps: int, batch: i
 
     out.mkdir(parents=True, exist_ok=True)
     try:
-        fit(model, table, None, cfg, out, {}, info, on_step=on_step if stop_at else None)
+        fit(model, table, None, cfg, out, {}, info, on_step=on_step)
     except _Stop:
         pass
-    if info.is_main and (out / "train_log.jsonl").exists():
-        rows = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
-        report["step_seconds"] = [batch / r["samples_per_s"] for r in rows if r["kind"] == "train"]
+    report["step_wall"] = [b[0] - a[0] for a, b in zip(marks, marks[1:])]  # steps 2.. (step 1 has no start mark)
+    report["step_cpu"] = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
     report["params"] = n_params
     return report
 
@@ -144,18 +148,14 @@ def launch(model: str, strategy: str, steps: int, batch: int, micro: int, stop_a
         return [json.loads((Path(tmp) / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
-def median_after_warmup(times: list[float], warmup: int) -> float:
-    return statistics.median(times[warmup:])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", action="store_true")
     ap.add_argument("--model", default="small")
     ap.add_argument("--strategy", default="ddp")
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--micro", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--micro", type=int, default=32)
     ap.add_argument("--stop-at", type=int, default=0)
     ap.add_argument("--out", default="")
     ap.add_argument("--warmup", type=int, default=2)
@@ -172,7 +172,10 @@ def main() -> None:
     for threads in (1, 2):
         torch.set_num_threads(threads)
         peaks[threads] = matmul_peak()
+    torch.set_num_threads(1)
+    peak_cpu = matmul_peak(clock=time.process_time)  # FLOPs per CPU-second of one core: contention-free
     result["matmul_peak_gflops"] = {f"{t} thread(s)": p / 1e9 for t, p in peaks.items()}
+    result["matmul_peak_gflops_per_cpu_second"] = peak_cpu / 1e9
     model = build("small")
     table = synthetic(args.batch, model.n_items, model.config.max_history, model.config.max_session_items)
     flops = count_step_flops(model, table, args.batch)
@@ -180,20 +183,24 @@ def main() -> None:
     result["step_gflops_counted"] = flops / 1e9
     result["step_gflops_analytic"] = 3 * model.forward_flops(args.batch, model.config.max_history,
                                                              model.config.max_session_items) / 1e9
-    step_times: dict[str, tuple[float, int]] = {}  # setting -> (median step seconds, cores used)
+    settings: dict[str, tuple[float, float, int]] = {}  # setting -> (wall s/step, CPU s/step all ranks, cores)
+    skip = max(0, args.warmup - 1)
     for threads in (1, 2):
         torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory() as tmp:
             rep = train_steps("small", D.DistInfo(), "ddp", args.steps, args.batch, args.micro, Path(tmp))
-        step_times[f"1 rank x {threads} thread(s)"] = (median_after_warmup(rep["step_seconds"], args.warmup), threads)
+        settings[f"1 rank x {threads} thread(s)"] = (statistics.median(rep["step_wall"][skip:]),
+                                                     statistics.median(rep["step_cpu"][skip:]), threads)
     if not args.skip_scaling:
         for strategy in ("ddp", "fsdp"):
             reps = launch("small", strategy, args.steps, args.batch, args.micro)
-            step_times[f"2 ranks x 1 thread ({strategy})"] = (median_after_warmup(reps[0]["step_seconds"],
-                                                                                  args.warmup), 2)
+            cpu = [a + b for a, b in zip(reps[0]["step_cpu"], reps[1]["step_cpu"])]
+            settings[f"2 ranks x 1 thread ({strategy})"] = (statistics.median(reps[0]["step_wall"][skip:]),
+                                                            statistics.median(cpu[skip:]), 2)
     torch.set_num_threads(2)
-    result["samples_per_s"] = {k: args.batch / t for k, (t, _) in step_times.items()}
-    result["mfu"] = {k: flops / t / peaks[cores] for k, (t, cores) in step_times.items()}
+    result["samples_per_s"] = {k: args.batch / w for k, (w, _, _) in settings.items()}
+    result["mfu_wall"] = {k: flops / w / peaks[cores] for k, (w, _, cores) in settings.items()}
+    result["mfu_cpu_time"] = {k: flops / c / peak_cpu for k, (_, c, _) in settings.items()}
 
     if not args.skip_memory:
         result["base_memory"] = {}
@@ -208,11 +215,13 @@ def main() -> None:
 
     print(f"machine                      {result['machine']}, load average {result['load_average_1min_at_start']:.1f}")
     print("fp32 matmul peak             " + ", ".join(f"{v:.1f} GFLOP/s ({k})"
-                                                    for k, v in result["matmul_peak_gflops"].items()))
+                                                    for k, v in result["matmul_peak_gflops"].items())
+          + f", {peak_cpu / 1e9:.1f} GFLOP per CPU-second (1 thread)")
     print(f"small: {result['small_params'] / 1e6:.1f}M params, global batch {args.batch} (micro {args.micro}), "
           f"step FLOPs counted {result['step_gflops_counted']:.1f} G (analytic {result['step_gflops_analytic']:.1f} G)")
     for k, v in result["samples_per_s"].items():
-        print(f"{k:30s} {v:8.1f} samples/s   MFU {100 * result['mfu'][k]:5.1f} % (of the same cores' peak)")
+        print(f"{k:30s} {v:8.1f} samples/s   MFU {100 * result['mfu_wall'][k]:5.1f} % wall-clock, "
+              f"{100 * result['mfu_cpu_time'][k]:5.1f} % per CPU-second")
     for strategy, mem in result.get("base_memory", {}).items():
         gib = 2**30
         print(f"base {strategy:4s}: {mem['params'] / 1e6:.1f}M params; per rank: params "
