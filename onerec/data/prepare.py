@@ -53,27 +53,32 @@ def clean_log(log: pl.DataFrame, cfg: DataConfig, where: str) -> tuple[pl.DataFr
         negative = int((log[col] < 0).sum())
         if negative:
             raise OnerecError(f"{where}: column {col} has {negative} negative rows")
-    distinct = log.unique(maintain_order=True)
-    dup = log.height - distinct.height
+    first = _first_of_equal(log, log.columns)
+    dup = int((~first).sum())
     quirks["exact_duplicate_rows"] = dup
     if dup and cfg.exact_duplicates == "error":
         raise OnerecError(f"{where}: {dup} rows are exact duplicates of another row (data.exact_duplicates=error)")
-    if cfg.exact_duplicates == "drop":
-        log = distinct
-    del distinct
+    if dup and cfg.exact_duplicates == "drop":
+        log = log.filter(first)
+    del first
     quirks["exact_duplicate_rows_dropped"] = quirks["rows_read"] - log.height
     keys = ["user_orig", "item_orig", "ts_ms"]
-    repeated = log.filter(pl.len().over(keys) > 1)
+    keep = "last" if cfg.repeated_keys == "keep_last" else "first"
+    chosen = _first_of_equal(log, keys, keep)
+    n_extra = int((~chosen).sum())
+    repeated = log.filter(_first_of_equal(log, keys, "first") != _first_of_equal(log, keys, "last"))
     quirks["repeated_key_rows"] = repeated.height
     quirks["repeated_keys"] = repeated.select(keys).n_unique() if repeated.height else 0
-    if repeated.height and cfg.repeated_keys == "error":
+    del repeated
+    if n_extra and cfg.repeated_keys == "error":
         raise OnerecError(
             f"{where}: {quirks['repeated_keys']} (user, item, ts_ms) keys repeat with different values "
-            f"({repeated.height} rows; data.repeated_keys=error)"
+            f"({quirks['repeated_key_rows']} rows; data.repeated_keys=error)"
         )
     before = log.height
-    if cfg.repeated_keys in ("keep_last", "keep_first"):
-        log = log.unique(keys, keep="last" if cfg.repeated_keys == "keep_last" else "first", maintain_order=True)
+    if n_extra and cfg.repeated_keys in ("keep_last", "keep_first"):
+        log = log.filter(chosen)
+    del chosen
     quirks["repeated_key_rows_dropped"] = before - log.height
     zero = log["duration_ms"] == 0
     quirks["zero_duration_rows"] = int(zero.sum())
@@ -86,6 +91,24 @@ def clean_log(log: pl.DataFrame, cfg: DataConfig, where: str) -> tuple[pl.DataFr
         raise OnerecError(f"{where}: no rows left after the quirk rules")
     log = log.drop([c for c in log.columns if c.startswith("src_")])
     return log.with_row_index("_row"), quirks
+
+
+def _first_of_equal(log: pl.DataFrame, columns: list[str], keep: str = "first") -> pl.Series:
+    """Bool mask: the first (or last) row of each group of rows equal on ``columns``.
+
+    A 64-bit hash of the columns finds candidate groups cheaply; only rows whose hash repeats are compared
+    exactly, so the result is exact and memory stays near one u64 per row.
+    """
+    h = log.select(pl.struct(columns).hash(seed=0)).to_series()
+    mask = h.is_duplicated()
+    out = pl.Series("first", [True] * log.height, dtype=pl.Boolean)
+    if not mask.any():
+        return out
+    idx = mask.arg_true()
+    sub = log.select(columns)[idx]
+    picked = sub.select(pl.struct(columns).is_first_distinct() if keep == "first"
+                        else pl.struct(columns).is_last_distinct()).to_series()
+    return out.scatter(idx, picked)
 
 
 def _align(a: pl.Series, b: pl.Series) -> tuple[pl.Series, pl.Series]:
@@ -126,7 +149,8 @@ def _remap(df: pl.DataFrame, idmap: pl.DataFrame, name: str) -> pl.DataFrame:
     key = f"{name}_orig"
     if df[key].dtype != idmap[key].dtype:
         df = df.with_columns(pl.col(key).cast(idmap[key].dtype))
-    return df.join(idmap, on=key, how="left", maintain_order="left").drop(key)
+    mapping = pl.Series(idmap[key]), pl.Series(idmap[name])
+    return df.with_columns(pl.col(key).replace_strict(*mapping, return_dtype=pl.Int32).alias(name)).drop(key)
 
 
 def _side_table(idmap: pl.DataFrame, side: pl.DataFrame | None, name: str) -> pl.DataFrame:

@@ -121,24 +121,30 @@ def _read_prior(folder: Path, log_start_ms: int) -> tuple[pl.DataFrame | None, s
     empty = raw["user_id"].null_count() + raw["last_time_ms"].null_count()
     if empty:
         raise OnerecError(f"{path}: {empty} lines lack user_id or last_time_ms")
-    lv = raw.select("user_id", pl.col("long_view_last50").alias("item")).explode("item").drop_nulls()
-    lv = lv.with_columns(pl.int_range(pl.len()).over("user_id").alias("pos"))
-    n_lv = lv.group_by("user_id").agg(pl.len().alias("n_lv"))
-    lk = raw.select("user_id", pl.col("like_last50").alias("item")).explode("item").drop_nulls()
+    # long views in order (positions 0..n_lv-1), then likes not among them (positions n_lv..); likes are
+    # few, so the big long-view list is exploded once with its timestamps and never joined or copied
+    lk = raw.filter(pl.col("like_last50").list.len() > 0).select(
+        "user_id", pl.col("like_last50").alias("item"), pl.col("long_view_last50").alias("lv"),
+    ).explode("item").drop_nulls("item")
+    lk = lk.filter(~pl.col("item").is_in(pl.col("lv")).fill_null(False)).drop("lv")
     lk = lk.unique(["user_id", "item"], keep="first", maintain_order=True)
-    lk = lk.join(lv.select("user_id", "item").unique(), on=["user_id", "item"], how="anti")
-    lk = lk.join(n_lv, on="user_id", how="left").with_columns(
-        (pl.col("n_lv").fill_null(0) + pl.int_range(pl.len()).over("user_id")).alias("pos")
-    ).drop("n_lv")
-    prior = pl.concat([lv, lk.select(lv.columns)]).join(
-        raw.select("user_id", "last_time_ms"), on="user_id", how="left"
+    lk = lk.with_columns(pl.int_range(pl.len()).over("user_id").alias("pos"))
+    n_lk = lk.group_by("user_id").agg(pl.len().cast(pl.Int64).alias("n_lk"))
+    users = raw.join(n_lk, on="user_id", how="left", maintain_order="left").select(
+        "user_id",
+        pl.col("long_view_last50").alias("item"),
+        pl.col("long_view_last50").list.len().fill_null(0).cast(pl.Int64).alias("n_lv"),
+        pl.col("n_lk").fill_null(0),
+        pl.min_horizontal(pl.col("last_time_ms"), pl.lit(log_start_ms - 1)).alias("base"),
     )
-    prior = prior.with_columns(
-        (
-            pl.min_horizontal(pl.col("last_time_ms"), pl.lit(log_start_ms - 1))
-            - (pl.len().over("user_id") - 1 - pl.col("pos"))
-        ).alias("ts_ms")
-    ).sort("user_id", "pos")
+    # item j of n prior positives: ts = base - (n - 1 - j)
+    last = pl.col("base") - pl.col("n_lv") - pl.col("n_lk") + 1  # ts of position 0
+    lv = users.select(
+        "user_id", "item", pl.int_ranges(last, last + pl.col("n_lv")).alias("ts_ms"),
+    ).explode("item", "ts_ms").drop_nulls("item")
+    lk = lk.join(users.select("user_id", (last + pl.col("n_lv")).alias("t0")), on="user_id", how="left",
+                 maintain_order="left").select("user_id", "item", (pl.col("t0") + pl.col("pos")).alias("ts_ms"))
+    prior = pl.concat([lv, lk], rechunk=False)
     return prior.select(
         pl.col("user_id").alias("user_orig"), pl.col("item").alias("item_orig"), pl.col("ts_ms").cast(pl.Int64)
     ), str(path)
