@@ -103,8 +103,13 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=5, help="session length m (next-session protocol)")
     ap.add_argument("--valid-users", type=int, default=5000)
     ap.add_argument("--combine", nargs="+", default=None, help="merge the SASRec runs of these result files")
+    ap.add_argument("--markdown", nargs="+", default=None, help="print README rows for these result files")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.markdown:
+        for file in args.markdown:
+            print(markdown_rows(json.loads(Path(file).read_text())))
+        return
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -196,6 +201,28 @@ def combine(results: list[dict]) -> dict:
     if runs:
         out["models"]["sasrec_ce"] = summarise(sorted(runs, key=lambda r: r["seed"]))
     return out
+
+
+def markdown_rows(result: dict) -> str:
+    """README table rows: model, then test mean ± std (valid in brackets) per metric, seeds, train time."""
+    models = result["models"]
+    first = next(iter(models.values()))
+    keys = [k for k in (first["test"] if "test" in first else first["test_mean_std"]) if not k.startswith("n_")]
+    keys.sort(key=lambda k: (not k.startswith("session"), int(k.split("@")[1]), "ndcg" in k))
+    lines = ["| model | " + " | ".join(f"{k} test (valid)" for k in keys) + " | seeds | train wall s (mean) |",
+             "|---" * (len(keys) + 3) + "|"]
+    for name, entry in models.items():
+        if "runs" in entry:
+            t, v = entry["test_mean_std"], entry["valid_mean_std"]
+            cells = [f"{t[k][0]:.4f} ± {t[k][1]:.4f} ({v[k][0]:.4f})" for k in keys]
+            seeds = ",".join(str(r["seed"]) for r in entry["runs"])
+            epochs = "/".join(str(r["best_epoch"]) + "of" + str(r["epochs_run"]) for r in entry["runs"])
+            secs = f"{entry['train_seconds_mean']:.0f} (best epoch {epochs})"
+        else:
+            cells = [f"{entry['test'][k]:.4f} ({entry['valid'][k]:.4f})" for k in keys]
+            seeds, secs = "-", f"{entry['train_seconds']:.1f}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {seeds} | {secs} |")
+    return "\n".join(lines)
 
 
 def print_table(result: dict) -> None:
