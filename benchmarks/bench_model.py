@@ -7,8 +7,8 @@ Measures, on a synthetic catalogue (random semantic IDs, K codes per level, L le
    (``OneRec.forward_flops`` x 3 for the backward) and MFU = model FLOPs/s / fp32 matmul peak, the peak
    (best of 5 square 1024 ``torch.mm``) measured right before each timed step; median over the pairs;
 2. beam search: KV-cached vs full-recompute decoder (identical sessions asserted; runs alternate, median
-   of the paired speedups) for 4 requests x beam 16
-   and 1 request x beam 128, and the cached search's requests/s and sessions/s at beams 16, 32 and 128
+   of the paired speedups) for 4 requests x beam 16 and 1 request x beam 128 with m items, and 4 requests x
+   beam 16 with m = 10 (the cache saves more on longer sessions); and the cached search's requests/s and sessions/s at beams 16, 32 and 128
    (sessions/s = requests x beam / seconds: every request returns ``beam`` sessions of m items).
 Prints a JSON object and a readable table. Figures depend on the (shared, contended) machine: say so.
 """
@@ -94,27 +94,28 @@ def bench_train(model: OneRec, batch: int, history_len: int, m: int, repeats: in
 
 
 def bench_generation(model: OneRec, trie: CodeTrie, requests: int, history_len: int, m: int,
-                     beams: list[int], compare: list[tuple[int, int]], repeats: int) -> dict:
+                     beams: list[int], compare: list[tuple[int, int, int]], repeats: int) -> dict:
     model.eval()
     g = torch.Generator().manual_seed(2)
     history = torch.randint(0, model.n_items, (requests, history_len), generator=g)
     counts = TrieCounts(trie, model.item_codes)
     out: dict = {"requests": requests, "history_len": history_len, "session_items": m}
 
-    def run(hist: torch.Tensor, beam: int, mode: DecodeMode):
-        return generate_sessions(model, trie, hist, m, beam, mode=mode, counts=counts)
+    def run(hist: torch.Tensor, beam: int, mode: DecodeMode, n_items: int = m):
+        return generate_sessions(model, trie, hist, n_items, beam, mode=mode, counts=counts)
 
     out["cache_vs_full"] = []
-    for n_req, beam in compare:
+    for n_req, beam, n_items in compare:
         hist = history[:n_req]
-        cached, full = run(hist, beam, DecodeMode.CACHED), run(hist, beam, DecodeMode.FULL)
+        cached, full = run(hist, beam, DecodeMode.CACHED, n_items), run(hist, beam, DecodeMode.FULL, n_items)
         assert torch.equal(cached.items, full.items), "cached and full-recompute beam search disagree"
         torch.testing.assert_close(cached.logp, full.logp)
-        times = [(_timed(lambda: run(hist, beam, DecodeMode.CACHED)), _timed(lambda: run(hist, beam, DecodeMode.FULL)))
+        times = [(_timed(lambda: run(hist, beam, DecodeMode.CACHED, n_items)),
+                  _timed(lambda: run(hist, beam, DecodeMode.FULL, n_items)))
                  for _ in range(repeats)]  # alternating, so both modes see the same load
         speedups = sorted(f / c for c, f in times)
         t_cached, t_full = statistics.median(c for c, _ in times), statistics.median(f for _, f in times)
-        out["cache_vs_full"].append({"requests": n_req, "beam": beam, "cached_s": t_cached, "full_s": t_full,
+        out["cache_vs_full"].append({"requests": n_req, "beam": beam, "session_items": n_items, "cached_s": t_cached, "full_s": t_full,
                                      "speedup": statistics.median(speedups), "speedup_min": speedups[0],
                                      "speedup_max": speedups[-1], "identical": True})
     out["beams"] = {}
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     result["machine"]["gen_threads"] = args.gen_threads
     result["generate"] = bench_generation(model, trie, args.requests, args.history, args.m,
                                           [int(b) for b in args.beams.split(",")],
-                                          [(args.requests, 16), (1, 128)], args.repeats)
+                                          [(args.requests, 16, args.m), (1, 128, args.m), (args.requests, 16, min(10, config.max_session_items))],
+                                          args.repeats)
     print(json.dumps(result, indent=2))
     tr, gen = result["train"], result["generate"]
     print(f"\nmodel {args.config}: {result['params']['total'] / 1e6:.2f}M params "
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{tr['model_gflops_per_s']:7.1f} GFLOP/s  MFU {100 * tr['mfu']:.1f}% "
           f"(pairs {100 * tr['mfu_min']:.1f}..{100 * tr['mfu_max']:.1f}%)")
     for cvf in gen["cache_vs_full"]:
-        print(f"{cvf['requests']} requests x beam {cvf['beam']}: cached {cvf['cached_s']:.3f}s  "
+        print(f"{cvf['requests']} requests x beam {cvf['beam']} x m={cvf['session_items']}: cached {cvf['cached_s']:.3f}s  "
               f"full {cvf['full_s']:.3f}s  speedup {cvf['speedup']:.1f}x "
               f"(pairs {cvf['speedup_min']:.1f}..{cvf['speedup_max']:.1f}x, identical sessions)")
     for beam, row in gen["beams"].items():

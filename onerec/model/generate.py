@@ -110,7 +110,6 @@ def _dedup_rows(items: torch.Tensor) -> torch.Tensor:
     return items.masked_fill(repeat | (items < 0), -1)
 
 
-@torch.no_grad()
 def generate_sessions(
     model: OneRec,
     trie: Any,
@@ -129,7 +128,11 @@ def generate_sessions(
     was_training = model.training
     model.eval()
     try:
-        return _beam_search(model, trie, history, n_items, beam_size, exclude, history_ts, DecodeMode(mode), counts)
+        with torch.inference_mode():  # cheaper than no_grad: no version counters or view tracking
+            beams = _beam_search(model, trie, history, n_items, beam_size, exclude, history_ts, DecodeMode(mode),
+                                 counts)
+        # clone outside inference mode: callers may feed the sessions to a model with autograd on (DPO)
+        return SessionBeams(items=beams.items.clone(), logp=beams.logp.clone())
     finally:
         model.train(was_training)
 
