@@ -91,7 +91,7 @@ def test_cached_generation_equals_full_recompute():
 
 
 def test_beam_scores_equal_sequence_logp():
-    """Each beam's score is the model's sequence_logp of the session it holds."""
+    """Each beam's score is the model's sequence_logp of the session it holds (which autograd can use, for DPO)."""
     ids, trie = catalogue(n_items=30, seed=4)
     model = tiny_model(ids, seed=4)
     history = random_history(2, 5, 30, seed=4)
@@ -99,6 +99,8 @@ def test_beam_scores_equal_sequence_logp():
     n = beams.items.shape[1]
     rescored = model.sequence_logp(history.repeat_interleave(n, 0), beams.items.reshape(-1, 3)).view(2, n)
     torch.testing.assert_close(beams.logp, rescored.detach(), msg="beam scores != sequence_logp")
+    rescored.sum().backward()  # generated sessions are plain tensors, usable under autograd
+    assert model.token_emb.weight.grad is not None, "no gradient through sequence_logp of generated sessions"
 
 
 def test_next_items_with_full_beam_is_the_exact_top_k():
