@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,3 +137,26 @@ def test_shipped_configs_have_valid_train_tables() -> None:
         cfg = load_section(TrainConfig, "train", path)
         micro = cfg.micro_batch_size or cfg.batch_size
         assert cfg.batch_size % micro == 0, f"{name}: batch {cfg.batch_size} vs micro {micro}"
+
+
+def test_item_embeddings_are_used_and_saved(fx: dict[str, Path]) -> None:
+    """--emb sets model.item_emb_dim from the file and load_run restores the frozen embedding matrix."""
+    from safetensors.numpy import save_file
+
+    emb = fx["root"] / "emb"
+    emb.mkdir(exist_ok=True)
+    table = np.random.default_rng(0).normal(size=(24, 6)).astype(np.float32)
+    save_file({"embeddings": table}, str(emb / "embeddings.safetensors"))
+    train_command(fx["data"], fx["tok"], fx["config"], fx["root"] / "with_emb", emb=emb,
+                  overrides=BASE + ("train.max_steps=1",))
+    model, info = load_run(fx["root"] / "with_emb")
+    assert info["model_config"]["item_emb_dim"] == 6, f"item_emb_dim {info['model_config']['item_emb_dim']}"
+    assert torch.equal(model.item_embeddings, torch.from_numpy(table)), "embedding matrix not restored"
+
+
+def test_loss_free_balancing_moves_expert_bias(fx: dict[str, Path]) -> None:
+    """With model.loss_free_balance the trainer updates each MoE layer's expert bias after every step."""
+    _train(fx, "lfb", "model.loss_free_balance=true", "model.balance_bias_rate=0.01", "train.max_steps=2")
+    model, _ = load_run(fx["root"] / "lfb")
+    biases = [b for k, b in model.state_dict().items() if k.endswith("expert_bias")]
+    assert biases and all(b.abs().sum() > 0 for b in biases), f"expert biases unchanged: {biases}"
