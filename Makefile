@@ -24,15 +24,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
-# 2-rank CPU training (gloo, DDP) of the tiny config on a small generated data set; FSDP2: STRATEGY=fsdp.
+# 2-rank CPU training (gloo, DDP; FSDP2 with STRATEGY=fsdp) of the tiny config on the demo data
+# (runs/demo/data + runs/demo/tok from `make demo`), or on a small generated data set when those are absent.
 STRATEGY ?= ddp
 train-ddp: $(STAMP)
 	rm -rf runs/train-ddp
-	$(BIN)/python tests/train_fixture.py runs/train-ddp
+	if [ -d runs/demo/tok ] && [ -d runs/demo/data ]; then D=runs/demo/data; T=runs/demo/tok; \
+	else $(BIN)/python tests/train_fixture.py runs/train-ddp && D=runs/train-ddp/data && T=runs/train-ddp/tok; fi; \
 	OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc_per_node=2 -m onerec.cli train \
-	  --data runs/train-ddp/data --tokenizer runs/train-ddp/tok --config configs/tiny.toml \
-	  --out runs/train-ddp/run --set train.batch_size=8 --set train.micro_batch_size=4 \
-	  --set train.epochs=3 --set train.strategy=$(STRATEGY)
+	  --data $$D --tokenizer $$T --config configs/tiny.toml --out runs/train-ddp/run \
+	  --set train.batch_size=16 --set train.micro_batch_size=8 --set train.epochs=3 \
+	  --set train.max_steps=60 --set train.strategy=$(STRATEGY)
 
 clean:
 	rm -rf runs .pytest_cache
