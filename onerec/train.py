@@ -299,8 +299,9 @@ def fit(
                         (out.loss / accum).backward()
                     sums += torch.tensor([out.loss.item(), out.ntp_loss.item(), out.aux_loss.item(), out.n_tokens],
                                          dtype=torch.float64)
-                    counts = [s.tokens_per_expert.detach().double().cpu() for s in out.router]
-                    routed = counts if not routed else [a + b for a, b in zip(routed, counts)]
+                    if loss_free:
+                        counts = [s.tokens_per_expert.detach().double().cpu() for s in out.router]
+                        routed = counts if not routed else [a + b for a, b in zip(routed, counts)]
                 norm = nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip or math.inf)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
