@@ -246,7 +246,7 @@ def fit(
     logger = _Logger(run, info, pos["step"], total, cfg.progress, cfg.tensorboard)
     autocast = lambda: torch.autocast(info.device.type, dtype=torch.bfloat16,  # noqa: E731
                                       enabled=cfg.precision == "bf16")
-    rng_devices = [info.device] if info.device.type == "cuda" else []
+    rng_devices = [info.device.index] if info.device.type == "cuda" else []  # device ids for fork_rng
     loss_free = bool(getattr(core_cfg, "loss_free_balance", False))
 
     def checkpoint_state() -> None:
