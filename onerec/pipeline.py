@@ -158,6 +158,14 @@ def build_stages(pcfg: PipelineConfig, config_path: Path, overrides: list[str]) 
     return stages
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its waited-for children (stages run in-process)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _has_tables(path: Path, tables: tuple[str, ...]) -> bool:
     raw = read_toml(path)
     return all(t in raw for t in tables)
@@ -201,14 +209,14 @@ def run_pipeline(config_path: Path, out: Path, overrides: list[str] = (), start_
             log(f"[{stage.name}] up to date, skipped: {stage.summary(out)}")
             continue
         shutil.rmtree(out / stage.directory, ignore_errors=True)  # stale outputs: the stage rewrites them whole
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), _cpu_seconds()
         log(f"[{stage.name}] running")
         for cmd in argv:
             _run_onerec(cmd)
-        seconds = time.perf_counter() - start
-        write_json(marker, {"fingerprint": fp, "argv": argv, "seconds": round(seconds, 1)})
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
+        write_json(marker, {"fingerprint": fp, "argv": argv, "seconds": round(seconds, 1), "cpu_s": round(cpu, 1)})
         status[stage.name] = "ran"
-        log(f"[{stage.name}] done in {seconds:.1f}s: {stage.summary(out)}")
+        log(f"[{stage.name}] done in {seconds:.1f}s wall, {cpu:.1f}s CPU: {stage.summary(out)}")
     from onerec.report import write_report
 
     report = write_report(out)

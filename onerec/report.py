@@ -84,6 +84,77 @@ def _training_curve(run: Path, png: Path) -> Path | None:
     return png
 
 
+QUALITY_COLUMNS = ["recall@10", "ndcg@10", "recall@50", "ndcg@50", "session_recall@5", "session_ndcg@5",
+                   "item_coverage", "valid_item_rate", "duplicate_rate", "n_sessions", "eval_seconds", "train_seconds"]
+
+
+def _stage_table(run: Path) -> str:
+    """Wall and CPU seconds of every stage that ran (from its ``.stage.json``)."""
+    rows = []
+    for marker in sorted(run.glob("*/.stage.json"), key=lambda p: p.stat().st_mtime):
+        info = _load(marker) or {}
+        rows.append({"stage directory": marker.parent.name, "wall s": info.get("seconds"), "CPU s": info.get("cpu_s")})
+    return _table(rows)
+
+
+def _dataset_html(summary: dict[str, Any], world: dict[str, Any] | None) -> str:
+    """Counts, samples per split, and the session rules (ONEREC.md §2): sessions built / kept and removed per rule."""
+    rows = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
+    samples = summary.get("samples") if isinstance(summary.get("samples"), dict) else {}
+    out = _kv({**rows, **{f"samples {k}": v for k, v in samples.items()}}) if rows or samples else "<p><em>not run</em></p>"
+    sessions = summary.get("sessions") if isinstance(summary.get("sessions"), dict) else None
+    if sessions:
+        rules = []
+        by_rule, in_order = sessions.get("removed_by_rule") or {}, sessions.get("removed_in_order") or {}
+        for rule in dict.fromkeys([*by_rule, *in_order]):
+            rules.append({"rule": rule, "sessions failing it": by_rule.get(rule, ""),
+                          "removed by it (rules in order)": in_order.get(rule, "")})
+        per_split = [{"split": k, **v} for k, v in (sessions.get("per_split") or {}).items() if isinstance(v, dict)]
+        flat = {k: v for k, v in sessions.items() if not isinstance(v, (dict, list))}
+        out += "<h3>Session rules (high-quality sessions)</h3>" + _kv(flat) + _table(rules) + _table(per_split)
+    if world:
+        out += "<h3>Simulator calibration</h3>" + _kv({k: v for k, v in world.items() if not isinstance(v, list)})
+    return out
+
+
+def _tokenizer_compare(compare: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (method, level) from ``tok/report_metrics.json``."""
+    rows = []
+    for method, metrics in compare.items():
+        if not isinstance(metrics, dict):
+            continue
+        for lv in metrics.get("levels") or []:
+            if isinstance(lv, dict):
+                rows.append({"method": method, "level": lv.get("level"), "clusters_used": lv.get("clusters_used"),
+                             "entropy_ratio": lv.get("entropy_ratio"), "min_size": lv.get("min_size"),
+                             "max_size": lv.get("max_size"), "collision_rate": metrics.get("collision_rate")})
+    return rows
+
+
+def _align_plot(rows: list[dict[str, Any]], png: Path) -> Path | None:
+    keys = [k for k in ("rm_reward_max", "rm_reward_mean", "judge_reward", "recall@10") if all(k in r for r in rows)]
+    if len(rows) < 2 or not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for key in keys:
+        base = rows[0][key] or 1e-12
+        ax.plot([r["round"] for r in rows], [100 * (r[key] / base - 1) for r in rows], "o-", label=key)
+    ax.axhline(0, color="#999", lw=0.8)
+    ax.set_xlabel("alignment round (0 = seed model M_0)")
+    ax.set_ylabel("% change vs M_0")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
 def _quality_rows(metrics: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not metrics or "models" not in metrics:
         return []
@@ -150,22 +221,23 @@ def write_report(run: str | Path) -> Path:
     world = _load(run / "world" / "simulate_summary.json")
     curve = _training_curve(run, figures / "training.png")
 
-    sections = []
-    data_rows = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
-    sessions = summary.get("sessions") if isinstance(summary.get("sessions"), dict) else None
-    sections.append(("Dataset", _kv(data_rows) + ("<h3>Session rules</h3>" + _kv(sessions) if sessions else "")
-                     + ("<h3>Simulator calibration</h3>" + _kv({k: v for k, v in world.items() if not isinstance(v, list)})
-                        if world else "")))
+    sections = [("Stages", _stage_table(run))]
+    sections.append(("Dataset", _dataset_html(summary, world)))
     tok_html = "<p><em>not run</em></p>"
     if tok_metrics:
         levels = tok_metrics.get("levels") or []
         tok_html = _table([lv for lv in levels if isinstance(lv, dict)]) + _kv(
             {k: v for k, v in tok_metrics.items() if k != "levels"})
+    compare = _load(run / "tok" / "report_metrics.json")
+    if isinstance(compare, dict) and compare:
+        tok_html += "<h3>Per-level code usage: balanced vs the others</h3>" + _table(_tokenizer_compare(compare))
     sections.append(("Semantic IDs (tokenizer)", tok_html + _img(run / "tok" / "report.png", "code usage per level")))
     sections.append(("Training", _img(curve, "training and validation loss") if curve else "<p><em>not run</em></p>"))
     protocol = f"<p>Protocol: {_esc(quality.get('protocol'))}, split {_esc(quality.get('split'))}, " \
                f"{_esc(quality.get('n_samples'))} samples, beam {_esc(quality.get('beam_size'))}.</p>" if quality else ""
-    sections.append(("Quality: model vs baselines", protocol + _table(_quality_rows(quality))))
+    q_rows = _quality_rows(quality)
+    q_cols = ["model"] + [c for c in QUALITY_COLUMNS if any(c in r for r in q_rows)]
+    sections.append(("Quality: model vs baselines", protocol + _table(q_rows, q_cols if q_rows else None)))
     rm_rows = []
     if rm_eval and isinstance(rm_eval.get("towers"), dict):
         rm_rows = [{"tower": t, **{k: v for k, v in vals.items() if not isinstance(v, (dict, list))}}
@@ -174,11 +246,19 @@ def write_report(run: str | Path) -> Path:
     sections.append(("Reward model", (_table(rm_rows) if rm_rows else _kv(rm_eval)) + rm_pngs))
     align_rows = []
     if align:
-        keep = ("round", "version", "pairs", "rm_swt_mean", "rm_swt_max", "rm_vtr_mean", "rm_vtr_max", "rm_ltr_mean",
+        keep = ("round", "version", "split", "users", "pairs", "rm_swt_mean", "rm_swt_max", "rm_vtr_mean", "rm_vtr_max", "rm_ltr_mean",
                 "rm_ltr_max", "rm_reward_mean", "rm_reward_max", "judge_reward", "judge_swt", "judge_vtr", "judge_ltr",
                 "recall@10")
         align_rows = [{k: r[k] for k in keep if k in r} for r in align.get("rounds", [])]
-    sections.append(("Alignment rounds (RM-estimated and judge-true)", _table(align_rows)))
+    align_html = _table(align_rows)
+    if align_rows:
+        align_html = ("<p>RM-estimated towers: mean and max over the generated sessions per held-out user; "
+                      "judge_*: the simulator's true expected outcome of the top session (simulated data only); "
+                      "recall@10: next-session Recall@10.</p>" + align_html)
+        align_png = _align_plot(align_rows, figures / "alignment.png")
+        if align_png:
+            align_html += _img(align_png, "alignment rounds: reward (RM and judge) and Recall@10, relative to M_0")
+    sections.append(("Alignment rounds (RM-estimated and judge-true)", align_html))
     try:
         examples = _example_sessions(run)
     except Exception as err:  # the report must not fail on a missing optional piece

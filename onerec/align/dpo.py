@@ -58,6 +58,8 @@ class AlignConfig:
     grad_clip: float = 1.0
     eval_users: int = 256
     eval_beams: int = 16
+    eval_split: Literal["valid", "test"] = "test"  # tune on valid, report test
+    threads: int = 1  # torch threads (1 is fastest for these small models on a shared 2-core machine)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,6 +71,8 @@ class AlignConfig:
             raise ConfigError("align.beta and align.lr must be > 0, align.dpo_weight >= 0")
         if not 0 <= self.label_smoothing < 0.5:
             raise ConfigError("align.label_smoothing must lie in [0, 0.5)")
+        if self.eval_split not in ("valid", "test") or self.threads < 1:
+            raise ConfigError(f"align.eval_split must be valid or test (got {self.eval_split!r}), align.threads >= 1")
 
 
 def load_policy(run_dir: Path) -> tuple[Any, Any, str, str]:
@@ -163,10 +167,10 @@ def evaluate_policy(policy: Any, trie: Any, rm: Any, data_dir: Path, cfg: AlignC
 
     window = policy.config.max_history
     frame = (pl.read_parquet(Path(data_dir) / "samples.parquet", columns=["sample", "user", "split", "history"])
-             .filter((pl.col("split") == "test") & (pl.col("history").list.len() > 0)).sort("sample")
+             .filter((pl.col("split") == cfg.eval_split) & (pl.col("history").list.len() > 0)).sort("sample")
              .group_by("user", maintain_order=True).first().head(cfg.eval_users))
     if frame.height == 0:
-        raise OnerecError(f"{data_dir}: no held-out (test) samples with a history to evaluate on")
+        raise OnerecError(f"{data_dir}: no held-out ({cfg.eval_split}) samples with a history to evaluate on")
     history = left_pad([np.asarray(h, np.int64) for h in frame["history"].to_list()], window)
     towers: dict[str, list[torch.Tensor]] = {}
     tops = []
@@ -177,7 +181,8 @@ def evaluate_policy(policy: Any, trie: Any, rm: Any, data_dir: Path, cfg: AlignC
         for key, value in scores.items():
             towers.setdefault(key, []).append(value.float())
         tops.append(beams.items[:, 0])
-    out: dict[str, Any] = {"users": int(frame.height), "beams": cfg.eval_beams, "session_len": cfg.session_len}
+    out: dict[str, Any] = {"users": int(frame.height), "beams": cfg.eval_beams, "session_len": cfg.session_len,
+                           "split": cfg.eval_split}
     for key, parts in towers.items():
         value = torch.cat(parts)  # (U, N)
         out[f"rm_{key}_mean"] = float(value.mean(1).mean())
@@ -190,7 +195,7 @@ def evaluate_policy(policy: Any, trie: Any, rm: Any, data_dir: Path, cfg: AlignC
         user_orig = users["user_orig"].cast(pl.Int64).to_numpy()
         judged = world.expected_reward(user_orig[frame["user"].to_numpy()], item_orig[top], world.config.days - 1)
         out.update({f"judge_{k}": float(np.mean(v)) for k, v in judged.items()})
-    test = next_session_from_data(Path(data_dir), "test", window)
+    test = next_session_from_data(Path(data_dir), cfg.eval_split, window)
     n = min(cfg.eval_users, len(test.history))
     from onerec.evaluate.protocols import NextSessionSet
 
@@ -220,6 +225,7 @@ def run_alignment(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: 
     from onerec.reward.model import RewardModel
 
     torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
     rm = RewardModel.load(rm_dir)
     world = None
     if world_dir is not None:
