@@ -20,11 +20,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"({s['positives']:,} positive; {s['prior_positives']:,} prior-history positives)",
         f"time {s['time_range']['first']} .. {s['time_range']['last']}",
         "quirks: " + ", ".join(f"{k}={v:,}" for k, v in s["quirks"].items() if v),
-        f"sessions ({s['session_mode']}): built {ses['built']:,}, high quality {ses['kept']:,}; removed in order "
-        + ", ".join(f"{k} {v:,}" for k, v in ses["removed_in_order"].items())
-        + (f"; skipped rules {ses['skipped_rules']}" if ses["skipped_rules"] else ""),
+        (f"sessions ({s['session_mode']}): built {ses['built']:,}, high quality {ses['kept']:,}; removed in order "
+         + ", ".join(f"{k} {v:,}" for k, v in ses["removed_in_order"].items())
+         + (f"; skipped rules {ses['skipped_rules']}" if ses["skipped_rules"] else ""))
+        if s["session_mode"] != "positives" else "sessions: none (samples are windows of the next positives)",
         f"samples ({s['split']}): " + ", ".join(f"{k} {s['samples'][k]:,}" for k in ("train", "valid", "test"))
-        + f" (train high quality {s['samples']['train_high_quality']:,})",
+        + f" (train high quality {s['samples']['train_high_quality']:,}; with a positive target: "
+        + ", ".join(f"{k} {v:,}" for k, v in s["samples"]["with_positive_target"].items()) + ")",
         f"wrote in {s.get('seconds', 0):.1f}s",
     ]
     return "\n".join(lines)

@@ -332,7 +332,8 @@ def _write_blocks(blocks: _Blocks, cfg: DataConfig, mode: str, cuts: dict[str, i
     """Build sessions and samples block by block, write them, and return the session/sample counts."""
     report: dict[str, Any] = {"built": 0, "kept": 0, "removed_by_rule": {}, "removed_in_order": {}}
     per_split = {s: {"built": 0, "kept": 0} for s in (*SPLITS, "none")}
-    counts = {s: 0 for s in SPLITS} | {"before_filter": 0, "train_high_quality": 0}
+    counts = {s: 0 for s in SPLITS} | {f"{s}_with_positive": 0 for s in SPLITS}
+    counts |= {"before_filter": 0, "train_high_quality": 0}
     next_sample = 0
     split_order = pl.col("split").replace_strict({s: i for i, s in enumerate(SPLITS)}, return_dtype=pl.Int8)
     for k, (log, positives) in enumerate(blocks):
@@ -360,8 +361,11 @@ def _write_blocks(blocks: _Blocks, cfg: DataConfig, mode: str, cuts: dict[str, i
         samples = samples.with_columns(
             pl.int_range(next_sample, next_sample + samples.height, dtype=pl.Int64).alias("sample"))
         next_sample += samples.height
-        for row in samples.group_by("split").agg(pl.len(), pl.col("high_quality").sum()).iter_rows():
+        for row in samples.group_by("split").agg(
+            pl.len(), pl.col("high_quality").sum(), pl.col("target_positive").list.any().sum()
+        ).iter_rows():
             counts[row[0]] += row[1]
+            counts[f"{row[0]}_with_positive"] += row[3]
             if row[0] == "train":
                 counts["train_high_quality"] += row[2]
         ses_out.write(sessions.select(SESSION_COLUMNS))
@@ -371,6 +375,7 @@ def _write_blocks(blocks: _Blocks, cfg: DataConfig, mode: str, cuts: dict[str, i
     samples_summary = {**{s: counts[s] for s in SPLITS}, "total": next_sample,
                        "before_filter": counts["before_filter"],
                        "dropped_by_min_history": counts["before_filter"] - next_sample,
-                       "train_high_quality": counts["train_high_quality"]}
+                       "train_high_quality": counts["train_high_quality"],
+                       "with_positive_target": {s: counts[f"{s}_with_positive"] for s in SPLITS}}
     per_split = {s: v for s, v in per_split.items() if v["built"]}
     return {"sessions": {**report, "per_split": per_split}, "samples": samples_summary}
