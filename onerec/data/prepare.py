@@ -10,6 +10,11 @@ Design choices
   Negative watch time or duration is always an error (it has no meaning to repair).
 - Ids: users and items are numbered 0..N-1 in the order of their original ids (numeric when the source's
   ids are numbers), over the log, the random log and the prior history; ``*_orig`` keeps the source id.
+- Duplicate detection hashes each row (or key) to 64 bits and compares exactly only the rows whose hash
+  repeats: exact results at the memory of one u64 per row.
+- Session ids and cut-offs are computed over the whole log; sessions and samples are then built for
+  consecutive blocks of users (``block_rows`` log rows each) and appended to their Parquet files, so
+  peak memory does not grow with the number of samples (10M log rows: 2.5 GB).
 - Output goes to a temporary directory renamed into ``out`` last (``onerec.io.atomic_dir``): an
   interrupted run never leaves a directory that looks complete.
 """
