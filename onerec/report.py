@@ -90,10 +90,15 @@ QUALITY_COLUMNS = ["recall@10", "ndcg@10", "recall@50", "ndcg@50", "session_reca
 
 def _stage_table(run: Path) -> str:
     """Wall and CPU seconds of every stage that ran (from its ``.stage.json``)."""
+    order = ["world", "data", "emb", "tok", "model", "baselines", "rm", "align", "eval"]
     rows = []
-    for marker in sorted(run.glob("*/.stage.json"), key=lambda p: p.stat().st_mtime):
+    for marker in sorted(run.glob("*/.stage.json"), key=lambda p: (order + [p.parent.name]).index(p.parent.name)):
         info = _load(marker) or {}
-        rows.append({"stage directory": marker.parent.name, "wall s": info.get("seconds"), "CPU s": info.get("cpu_s")})
+        rows.append({"stage directory": marker.parent.name, "wall s": info.get("seconds", ""),
+                     "CPU s (user+sys)": info.get("cpu_s", "")})
+    if rows:
+        rows.append({"stage directory": "total", "wall s": round(sum(r["wall s"] or 0 for r in rows), 1),
+                     "CPU s (user+sys)": round(sum(r["CPU s (user+sys)"] or 0 for r in rows), 1)})
     return _table(rows)
 
 
@@ -113,7 +118,10 @@ def _dataset_html(summary: dict[str, Any], world: dict[str, Any] | None) -> str:
         flat = {k: v for k, v in sessions.items() if not isinstance(v, (dict, list))}
         out += "<h3>Session rules (high-quality sessions)</h3>" + _kv(flat) + _table(rules) + _table(per_split)
     if world:
-        out += "<h3>Simulator calibration</h3>" + _kv({k: v for k, v in world.items() if not isinstance(v, list)})
+        flat = {k: v for k, v in world.items() if not isinstance(v, (list, dict))}
+        rates = world.get("rates") if isinstance(world.get("rates"), dict) else {}
+        rate_rows = [{"rate": k, **v} for k, v in rates.items() if isinstance(v, dict)]
+        out += "<h3>Simulator calibration</h3>" + _kv(flat) + _table(rate_rows)
     return out
 
 
@@ -243,7 +251,8 @@ def write_report(run: str | Path) -> Path:
         rm_rows = [{"tower": t, **{k: v for k, v in vals.items() if not isinstance(v, (dict, list))}}
                    for t, vals in rm_eval["towers"].items() if isinstance(vals, dict)]
     rm_pngs = "".join(_img(p, p.stem) for p in sorted((run / "rm" / "eval").glob("calibration_*.png")))
-    sections.append(("Reward model", (_table(rm_rows) if rm_rows else _kv(rm_eval)) + rm_pngs))
+    sections.append(("Reward model", (_table(rm_rows) if rm_rows else _kv(rm_eval))
+                     + (f'<div class="grid">{rm_pngs}</div>' if rm_pngs else "")))
     align_rows = []
     if align:
         keep = ("round", "version", "split", "users", "pairs", "rm_swt_mean", "rm_swt_max", "rm_vtr_mean", "rm_vtr_max", "rm_ltr_mean",
@@ -269,7 +278,7 @@ def write_report(run: str | Path) -> Path:
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>onerec report: {html.escape(run.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:.5em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}}th{{background:#f2f2f2}}
-img{{max-width:100%}}section{{margin-bottom:2em}}</style></head>
+img{{max-width:100%}}.grid figure{{display:inline-block;width:31%;margin:0 1% 0 0;vertical-align:top}}section{{margin-bottom:2em}}</style></head>
 <body><h1>onerec report: {html.escape(str(run))}</h1>{body}</body></html>"""
     path = run / "report.html"
     atomic_write_text(path, page)
