@@ -135,3 +135,11 @@ def test_blocks_do_not_change_the_result(kr_folder: Path, tmp_path: Path, split:
         a = pl.read_parquet(tmp_path / "one" / f"{name}.parquet")
         b = pl.read_parquet(tmp_path / "many" / f"{name}.parquet")
         assert a.equals(b), f"{name} differ between 1 block and many"
+
+
+def test_load_names_a_missing_table(kr_folder: Path, tmp_path: Path) -> None:
+    """load() of an incomplete data directory is an OnerecError naming the missing file."""
+    prepare(DataConfig(), kr_folder, tmp_path / "d")
+    (tmp_path / "d" / "samples.parquet").unlink()
+    with pytest.raises(OnerecError, match="samples.parquet"):
+        load(tmp_path / "d")
