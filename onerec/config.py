@@ -14,6 +14,7 @@ Design choices
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import tomllib
 import types
@@ -149,6 +150,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    if isinstance(value, (dt.date, dt.time)):  # a bare 2022-05-06 is a TOML date; configs hold dates as strings
+        value = raw.strip()
     return key.split("."), value
 
 

@@ -63,6 +63,7 @@ def test_override_parsing() -> None:
     assert parse_override("a.b=3") == (["a", "b"], 3)
     assert parse_override("--a.b=[1, 2]") == (["a", "b"], [1, 2])
     assert parse_override("a.path=runs/x") == (["a", "path"], "runs/x")
+    assert parse_override("data.test_start=2022-05-06") == (["data", "test_start"], "2022-05-06"), "dates stay strings"
     with pytest.raises(ConfigError):
         parse_override("novalue")
     assert apply_overrides({"a": {"b": 1}}, ["a.c=true"]) == {"a": {"b": 1, "c": True}}
