@@ -163,7 +163,7 @@ def run(args, log) -> dict:
         "test_samples": len(test.history),
         "max_history": max_history,
         "model_selection": f"NDCG@10 on a fixed random subset of {args.valid_users} validation samples",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs, torch threads 2",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs (torch threads: see each run config)",
         "models": {},
     }
     if "popularity" in args.models:
