@@ -153,6 +153,7 @@ def _align_plot(rows: list[dict[str, Any]], png: Path) -> Path | None:
         base = rows[0][key] or 1e-12
         ax.plot([r["round"] for r in rows], [100 * (r[key] / base - 1) for r in rows], "o-", label=key)
     ax.axhline(0, color="#999", lw=0.8)
+    ax.set_xticks([r["round"] for r in rows])
     ax.set_xlabel("alignment round (0 = seed model M_0)")
     ax.set_ylabel("% change vs M_0")
     ax.legend(fontsize=8)
