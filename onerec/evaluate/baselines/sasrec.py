@@ -41,12 +41,12 @@ class SASRecConfig:
     ffn_mult: int = 1  # the paper's point-wise FFN keeps the width d
     dropout: float = 0.3
     max_len: int = 20  # = the harness's max_history (EVAL.md §5: the same history length for every model)
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
-    batch_size: int = 256
+    batch_size: int = 128
     epochs: int = 200
     eval_every: int = 2
-    patience: int = 3
+    patience: int = 2
     seed: int = 0
     threads: int = 2
     time_budget_s: float = 0.0  # > 0: stop after the first epoch that ends past this many seconds
