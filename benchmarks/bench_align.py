@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--split", choices=["valid", "test"], default="test")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="align.key=value")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--only-throughput", action="store_true", help="skip the alignment table")
     parser.add_argument("--throughput-users", type=int, default=32, help="0: skip the sampler measurement")
     args = parser.parse_args()
     for sub in ("model", "rm", "data"):
@@ -119,6 +120,11 @@ def main() -> None:
             raise SystemExit(f"{args.run}: no {sub}/ (run `make demo` first)")
     tag = args.tag or f"{args.split}-" + ("-".join(o.replace("align.", "") for o in args.overrides) or "default")
     out = REPO / "runs" / "bench_align" / tag
+    if args.only_throughput:
+        sampler = throughput(args.run, args.config, args.throughput_users, out)
+        print(json.dumps({"sampler": sampler, "machine": f"{os.cpu_count()} CPUs (shared), load average "
+                          f"{os.getloadavg()[0]:.1f}"}))
+        return
     per_seed = align_seeds(args.run, args.config, args.seeds, args.split, args.overrides, out)
     summary = summarise(per_seed)
     print(f"alignment on {args.run} ({args.split} split), seeds {args.seeds}, overrides {args.overrides or 'none'}")
