@@ -81,10 +81,13 @@ def leave_one_out(sequences: Sequence[np.ndarray], n_items: int, max_history: in
 
 
 def topk_by_score(scores: "torch.Tensor", k: int) -> np.ndarray:  # noqa: F821 (torch imported lazily)
-    """Top ``k`` column ids of ``scores`` (B, I) by descending score, ties broken by the lower id. (B, k) int64."""
+    """Top ``k`` column ids of ``scores`` (B, I) by descending score, ties broken by the lower id. (B, k) int64.
+
+    With fewer than ``k`` columns the list is padded with -1.
+    """
     import torch
 
-    k = min(k, scores.shape[1])
+    want, k = k, min(k, scores.shape[1])
     n_probe = min(k + 1, scores.shape[1])
     values, idx = torch.topk(scores, n_probe, dim=1)  # (B, k+1), sorted descending
     # a tie anywhere in the probed top (or at the boundary) may be ordered arbitrarily by topk: redo those rows
@@ -94,7 +97,10 @@ def topk_by_score(scores: "torch.Tensor", k: int) -> np.ndarray:  # noqa: F821 (
         rows = tied.nonzero().squeeze(1)
         order = torch.sort(scores[rows], dim=1, descending=True, stable=True).indices[:, :k]
         out[rows] = order
-    return out.numpy().astype(np.int64)
+    out = out.numpy().astype(np.int64)
+    if want > k:
+        out = np.concatenate([out, np.full((len(out), want - k), -1, dtype=np.int64)], axis=1)
+    return out
 
 
 def _ranked_lists(recommend: Recommender, history: np.ndarray, k: int, batch_size: int) -> np.ndarray:

@@ -88,3 +88,9 @@ def test_next_session_oracle_and_empty_sessions() -> None:
     assert res["n_sessions"] == 2, f"evaluated {res['n_sessions']} sessions, expected 2"
     for key in ("session_recall@3", "session_ndcg@3", "recall@10"):
         assert res[key] == pytest.approx(1.0), f"oracle {key} = {res[key]}"
+
+
+def test_topk_pads_when_k_exceeds_catalogue() -> None:
+    """Asking for 4 items out of 3 gives the 3 ranked ids and one -1, so the harness's shape check holds."""
+    top = protocols.topk_by_score(torch.tensor([[0.1, 0.3, 0.2]]), 4)
+    assert top.tolist() == [[1, 2, 0, -1]], f"top {top.tolist()}"

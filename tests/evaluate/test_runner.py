@@ -75,3 +75,16 @@ def test_baseline_from_other_data_is_refused(trained: dict[str, Path], tmp_path:
     assert "trained on" in capsys.readouterr().err, "the error must say which data the baseline was trained on"
     after = (trained["run"] / "metrics.json").read_bytes() if (trained["run"] / "metrics.json").exists() else b""
     assert before == after, "metrics.json changed although evaluation failed"
+
+
+def test_stored_sasrec_baseline_rescores_identically(trained: dict[str, Path]) -> None:
+    """A SASRec baseline reloaded by `onerec evaluate --baseline` scores exactly what it scored when trained."""
+    out = trained["root"] / "sasrec"
+    tiny = ["--set", "sasrec.epochs=2", "--set", "sasrec.d_model=16", "--set", "sasrec.n_layers=1",
+            "--set", "sasrec.max_len=8", "--set", "sasrec.threads=1"]
+    assert main(["baseline", "sasrec", "--data", str(trained["data"]), "--out", str(out), *EVAL, *tiny]) == 0
+    assert main(["evaluate", "--run", str(trained["run"]), "--baseline", str(out), *EVAL]) == 0
+    stored = json.loads((out / "baseline.json").read_text())["test"]
+    rescored = json.loads((trained["run"] / "metrics.json").read_text())["models"]["sasrec_ce"]
+    for key in ("session_recall@3", "recall@10", "ndcg@50"):
+        assert rescored[key] == pytest.approx(stored[key]), f"{key}: {rescored[key]} != stored {stored[key]}"
