@@ -15,6 +15,8 @@ Design choices
 - Session ids and cut-offs are computed over the whole log; sessions and samples are then built for
   consecutive blocks of users (``block_rows`` log rows each) and appended to their Parquet files, so
   peak memory does not grow with the number of samples (10M log rows: 2.5 GB).
+- A random-exposure log (KuaiRand ``log_random_*``) with request ids gets request sessions of its own in
+  ``sessions_random.parquet`` (for the reward model); it never enters sessions, samples or splits' counts.
 - Output goes to a temporary directory renamed into ``out`` last (``onerec.io.atomic_dir``): an
   interrupted run never leaves a directory that looks complete.
 """
@@ -274,6 +276,9 @@ def prepare(cfg: DataConfig, folder: Path, out: Path, echo: Callable[[str], None
             rnd = _remap(_remap(random, user_map, "user"), item_map, "item")
             rnd = rnd.with_columns(positive_expr(cfg, implicit).alias("positive"),
                                    pl.lit(-1, pl.Int64).alias("session")).sort(["user", "ts_ms", "_row"])
+            if mode == "request" and int(rnd["request_id"].max()) >= 0:
+                rnd, summary["sessions_random"] = _random_sessions(rnd, cfg, cuts, lacking,
+                                                                   stats["sessions"]["built"], tmp)
             rnd.select(INTERACTION_COLUMNS).write_parquet(tmp / "interactions_random.parquet")
         items.write_parquet(tmp / "items.parquet")
         users.write_parquet(tmp / "users.parquet")
@@ -281,6 +286,23 @@ def prepare(cfg: DataConfig, folder: Path, out: Path, echo: Callable[[str], None
         write_json(tmp / "summary.json", summary)
         write_json(tmp / "data_config.json", to_dict(cfg))
     return summary
+
+
+def _random_sessions(rnd: pl.DataFrame, cfg: DataConfig, cuts: dict[str, int | None], lacking: set[str],
+                     first_id: int, tmp: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Request sessions of the random-exposure log -> ``sessions_random.parquet``; ids start at ``first_id``.
+
+    Kept apart from ``sessions.parquet`` (no samples: the seed model and evaluation never see them); ids
+    follow the standard sessions' so the two files never share one. Returns the log with its session ids.
+    """
+    rnd = assign_sessions(rnd.drop("session"), cfg, "request")
+    rnd = rnd.with_columns(pl.when(pl.col("session") >= 0).then(pl.col("session") + first_id)
+                           .otherwise(-1).alias("session"))
+    sessions, _ = quality(build_sessions(rnd, cfg, lacking), cfg, lacking)
+    sessions = sessions.with_columns(split_expr(cuts).alias("split")).select(SESSION_COLUMNS)
+    sessions.write_parquet(tmp / "sessions_random.parquet")
+    per_split = dict(sessions.group_by("split").len().sort("split").iter_rows())
+    return rnd, {"built": sessions.height, "per_split": per_split}
 
 
 class _Blocks:

@@ -6,6 +6,9 @@ Design choices
 - Towers are named like the simulator's keys: ``swt`` (session watch time), ``vtr`` (long view), ``wtr``
   (follow), ``ltr`` (like), ``cmtr`` (comment), ``shtr`` (share), ``ctr`` (click). Each reads one per-item
   signal column of ``sessions.parquet`` (``TOWER_SIGNAL``).
+- ``random_sessions``: random-exposure sessions (``sessions_random.parquet``: uniformly random items) show
+  the model what users do with items the logging policy never picks, i.e. with sessions like the ones
+  the aligned model invents; only their training-split sessions are read, so evaluation is unchanged.
 - A tower whose signal is null for every training session (the source lacks it) is dropped and listed in
   ``reward.json`` (``missing_towers = "drop"``), or is an error (``"error"``).
 """
@@ -76,6 +79,8 @@ class RewardConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     train_splits: list[str] = field(default_factory=lambda: ["train"])
+    # also train on the train_splits sessions of sessions_random.parquet (random exposure) when the data has it
+    random_sessions: bool = True
     valid_split: str = "valid"
     test_split: str = "test"
     seed: int = 0

@@ -6,6 +6,8 @@ Design choices
   positives strictly before its first impression), ``items.parquet`` and ``users.parquet`` (features).
   A session without a sample gets the history of the user's latest earlier sample (positives are only
   ever appended) or an empty one; the count is reported.
+- With ``random_sessions`` the training-split sessions of ``sessions_random.parquet`` (random exposure;
+  ids after the logged ones, no sample: they take the user's latest earlier history) are appended.
 - Sessions longer than ``max_session_len`` keep their first items (the shown order); labels come from
   the kept items only, so a label always describes exactly what the model sees. Padding is -1.
 - Labels per tower, NaN where the source lacks the signal: item level (0/1 signal; swt: the watch ratio
@@ -57,6 +59,7 @@ class SessionTable:
     duration_ms: np.ndarray  # (N, m) float64
     signals: dict[str, np.ndarray]  # tower -> (N, m) float32 0/1, NaN unknown/padding (not swt)
     n_without_sample: int
+    n_random: int = 0  # sessions read from sessions_random.parquet (training splits only)
 
     def __len__(self) -> int:
         return len(self.session)
@@ -103,10 +106,17 @@ def read_sessions(data_dir: Path, config: RewardConfig) -> SessionTable:
     """All logged sessions of ``data_dir`` with their histories, truncated and padded per ``config``."""
     data_dir = Path(data_dir)
     signal_cols = sorted({TOWER_SIGNAL[t] for t in config.towers} | {"watch_ms", "duration_ms"})
-    sessions = _read(data_dir / "sessions.parquet", ["session", "user", "ts_ms", "items", "split", *signal_cols])
+    columns = ["session", "user", "ts_ms", "items", "split", *signal_cols]
+    sessions = _read(data_dir / "sessions.parquet", columns)
     samples = _read(data_dir / "samples.parquet", ["session", "user", "history", "ts_ms"])
     if sessions.height == 0:
         raise OnerecError(f"{data_dir / 'sessions.parquet'}: no sessions")
+    n_random = 0
+    if config.random_sessions and (data_dir / "sessions_random.parquet").is_file():
+        extra = _read(data_dir / "sessions_random.parquet", columns).select(columns)
+        extra = extra.filter(pl.col("split").is_in(config.train_splits))
+        n_random = extra.height
+        sessions = pl.concat([sessions.select(columns), extra], how="vertical_relaxed")
     sessions = sessions.sort("session")
     hist = (
         samples.filter(pl.col("session") >= 0)
@@ -145,6 +155,7 @@ def read_sessions(data_dir: Path, config: RewardConfig) -> SessionTable:
         duration_ms=duration,
         signals=signals,
         n_without_sample=n_without,
+        n_random=n_random,
     )
 
 

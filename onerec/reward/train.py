@@ -199,6 +199,7 @@ def train_reward(data_dir: Path, out_dir: Path, config: RewardConfig, emb_dir: P
     model.meta.update({
         "data": str(data_dir), "emb": None if emb_dir is None else str(emb_dir), "train_sessions": int(len(train)),
         "valid_sessions": int(len(valid)), "sessions_without_sample": table.n_without_sample,
+        "random_exposure_sessions": table.n_random,
         "train_log": log, "train_seconds": round(time.time() - t0, 2),
         "train_label_rates": {t: float(np.nanmean(labels.binary[t][train])) for t in towers},
     })

@@ -7,6 +7,9 @@ Design choices
 - The high-quality session rule used for the report (``hq_*``) mirrors OneRec's rule: at least
   ``hq_min_clicks`` items watched (clicked), total watch time at least ``hq_min_watch_s`` seconds and at
   least one like / follow / comment / share.
+- ``random_share`` > 0 adds a random-exposure log (like KuaiRand's ``log_random_*``): extra requests whose
+  items are drawn uniformly from the catalogue, answered by the same response model; it is drawn from its
+  own random stream, so the standard log is the same whatever its value.
 - ``reward_weights`` define the judge's scalar ``reward`` (documented in :mod:`onerec.simulate.judge`).
 """
 
@@ -87,6 +90,9 @@ class SimulateConfig:
     popularity_exponent: float = 0.8
     policy_noise: float = 1.0  # noise added to the policy's affinity estimate before ranking
     interest_temperature: float = 1.0
+    # random exposure (KuaiRand's log_random_*, is_rand=1): extra requests, this share of each day's logged
+    # requests, of uniformly random distinct items; written to log_random_<start>_to_<end>_sim.csv (0 = none)
+    random_share: float = 0.05
 
     # calibration targets (real KuaiRand-Pure standard-log rates)
     target_click: float = 0.442
@@ -119,6 +125,8 @@ class SimulateConfig:
                 f"simulate.pool_popular + pool_interest ({self.pool_popular + self.pool_interest}) "
                 f"must be >= max_items ({self.max_items})"
             )
+        if not 0.0 <= self.random_share <= 1.0:
+            raise ConfigError(f"simulate.random_share must be in [0, 1], got {self.random_share}")
         if self.items < 2 * self.max_items:
             raise ConfigError(f"simulate.items must be >= 2 * max_items = {2 * self.max_items}, got {self.items}")
         for name in ("videos_per_author", "requests_per_user_day", "watch_sigma", "skip_sigma",

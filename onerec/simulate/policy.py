@@ -9,6 +9,7 @@ Design choices
 - Ranking: the true affinity plus Gaussian noise (``policy_noise``): a good but imperfect ranker that
   ignores session effects, so its sessions repeat favourite tags and authors and leave room for a
   session-wise model to do better. The top ``n`` distinct candidates are shown in ranked order.
+- Random exposure (:func:`random_requests`): uniformly random distinct items, no ranking (``is_rand=1``).
 - All draws are vectorised over the requests of a chunk; positions past a request's length are -1.
 """
 
@@ -105,3 +106,24 @@ def fill_requests(world: World, tables: PolicyTables, users: np.ndarray, day: in
     start = hour * 3_600_000 + rng.integers(0, 3_600_000, size=n_req)
     tabs = rng.choice(len(TAB_COUNTS), size=n_req, p=TAB_COUNTS / TAB_COUNTS.sum())
     return Requests(users, items.astype(np.int64), lengths.astype(np.int64), start.astype(np.int64), tabs)
+
+
+def random_requests(world: World, users: np.ndarray, rng: np.random.Generator, chunk: int = 256) -> Requests:
+    """Random-exposure requests of ``users`` (R,): distinct items drawn uniformly from the catalogue.
+
+    The counterpart of KuaiRand's ``log_random_*`` (is_rand=1): no popularity, interest or ranking enters,
+    so the responses to these items are an unbiased sample of the response model over the catalogue.
+    """
+    cfg = world.config
+    n_req = len(users)
+    lengths = rng.integers(cfg.min_items, cfg.max_items + 1, size=n_req)
+    items = np.empty((n_req, cfg.max_items), np.int64)
+    for lo in range(0, n_req, chunk):  # the k smallest of I uniforms: k distinct items, in random order
+        u = rng.random((min(chunk, n_req - lo), world.n_items))
+        top = np.argpartition(u, cfg.max_items - 1, axis=1)[:, : cfg.max_items]
+        items[lo:lo + len(u)] = np.take_along_axis(top, np.argsort(np.take_along_axis(u, top, 1), axis=1), 1)
+    items = np.where(np.arange(cfg.max_items)[None, :] < lengths[:, None], items, -1)
+    hour = rng.choice(24, size=n_req, p=HOUR_COUNTS / HOUR_COUNTS.sum())
+    start = hour * 3_600_000 + rng.integers(0, 3_600_000, size=n_req)
+    tabs = rng.choice(len(TAB_COUNTS), size=n_req, p=TAB_COUNTS / TAB_COUNTS.sum())
+    return Requests(users.astype(np.int64), items, lengths.astype(np.int64), start.astype(np.int64), tabs)

@@ -5,7 +5,10 @@ Design choices
   log columns plus ``request_id``, sorted by ``time_ms``), ``video_features_basic_sim.csv``,
   ``video_features_statistic_sim.csv`` (per-video daily means like the official statistic table, for the
   columns a log can produce), ``user_features_sim.csv``, ``world.json`` + ``world.safetensors`` and
-  ``simulate_summary.json`` (calibration table, high-quality session share, timings).
+  ``simulate_summary.json`` (calibration table, high-quality session share, timings), and with
+  ``random_share`` > 0 ``log_random_<m>_<dd>_to_<m>_<dd>_sim.csv``: random-exposure requests (uniform items,
+  ``is_rand = 1``, request ids after the standard log's), not counted in the calibration table or the
+  statistic table.
 - Randomness: one ``default_rng([seed, stream, day])`` per purpose and day, so the same config and seed
   give byte-identical files.
 - Calibration first: a sample of requests from the logging policy fixes the response intercepts so the
@@ -28,7 +31,7 @@ import polars as pl
 from onerec.io import atomic_dir, write_json
 from onerec.simulate.config import SimulateConfig
 from onerec.simulate.judge import engagement
-from onerec.simulate.policy import draw_user_requests, fill_requests, policy_tables
+from onerec.simulate.policy import Requests, draw_user_requests, fill_requests, policy_tables, random_requests
 from onerec.simulate.responses import ACTIONS, calibrate, sample_items
 from onerec.simulate.world import World, build_world
 
@@ -43,9 +46,9 @@ BEIJING_MS = 8 * 3_600_000
 DAY_MS = 86_400_000
 
 
-def log_file_name(cfg: SimulateConfig) -> str:
+def log_file_name(cfg: SimulateConfig, kind: str = "standard") -> str:
     first, last = cfg.start, cfg.start + dt.timedelta(days=cfg.days - 1)
-    return f"log_standard_{first.month}_{first.day:02d}_to_{last.month}_{last.day:02d}_sim.csv"
+    return f"log_{kind}_{first.month}_{first.day:02d}_to_{last.month}_{last.day:02d}_sim.csv"
 
 
 def day_start_ms(cfg: SimulateConfig, day: int) -> int:
@@ -147,6 +150,58 @@ def _answer(world: World, requests, day: int, rng: np.random.Generator) -> tuple
     return r, valid, hq
 
 
+def _log_frame(world: World, requests: Requests, r: dict, valid: np.ndarray, req_ids: np.ndarray, day: int,
+               is_rand: int) -> pl.DataFrame:
+    """Rows of the official log layout for answered ``requests`` (flat responses ``r``, mask ``valid``)."""
+    cfg = world.config
+    users = np.broadcast_to(requests.users[:, None], valid.shape)[valid]
+    items = requests.items[valid]
+    time_ms = day_start_ms(cfg, day) + r["offset_ms"]
+    date, hourmin = _date_hourmin(time_ms)
+    return pl.DataFrame({
+        "user_id": world.user_ids[users], "video_id": world.item_ids[items], "date": date,
+        "hourmin": hourmin, "time_ms": time_ms, "is_click": r["click"].astype(np.int64),
+        "is_like": r["like"].astype(np.int64), "is_follow": r["follow"].astype(np.int64),
+        "is_comment": r["comment"].astype(np.int64), "is_forward": r["share"].astype(np.int64),
+        "is_hate": r["hate"].astype(np.int64), "long_view": r["long_view"].astype(np.int64),
+        "play_time_ms": r["watch_ms"], "duration_ms": world.item_duration_ms[items],
+        "profile_stay_time": r["profile_stay_ms"], "comment_stay_time": r["comment_stay_ms"],
+        "is_profile_enter": r["profile_enter"].astype(np.int64),
+        "is_rand": np.full(len(items), is_rand, np.int64),
+        "tab": np.broadcast_to(requests.tabs[:, None], valid.shape)[valid], "request_id": req_ids,
+    })
+
+
+def _write_random_log(world: World, tmp: Path, day_requests: list[int], request_base: int) -> dict:
+    """``log_random_*_sim.csv``: per day Binomial(logged requests, random_share) uniformly random requests.
+
+    Users are drawn by activity; request ids continue after the standard log's. Own random stream
+    ``[seed, 7, day]``, so the standard log does not depend on ``random_share``.
+    """
+    cfg = world.config
+    out = {"file": None, "rows": 0, "requests": 0}
+    if cfg.random_share <= 0:
+        return out
+    p = world.user_activity.astype(np.float64)
+    frames = []
+    for day in range(cfg.days):
+        rng = np.random.default_rng([cfg.seed, 7, day])
+        n = int(rng.binomial(day_requests[day], cfg.random_share))
+        if n == 0:
+            continue
+        requests = random_requests(world, rng.choice(world.n_users, size=n, p=p / p.sum()), rng)
+        r, valid, _ = _answer(world, requests, day, rng)
+        req_ids = np.broadcast_to(request_base + np.arange(n)[:, None], valid.shape)[valid]
+        frames.append(_log_frame(world, requests, r, valid, req_ids, day, is_rand=1))
+        request_base += n
+        out["requests"] += n
+    log = pl.concat(frames).sort("time_ms", maintain_order=True) if frames else pl.DataFrame(
+        schema={c: pl.Int64 for c in LOG_COLUMNS})
+    out["file"], out["rows"] = log_file_name(cfg, "random"), log.height
+    log.write_csv(tmp / out["file"])
+    return out
+
+
 def generate(cfg: SimulateConfig, out: Path, progress: bool = False) -> dict:
     """Build, calibrate and write a world to ``out``; returns the summary dict (also ``simulate_summary.json``)."""
     t0 = time.perf_counter()
@@ -159,6 +214,7 @@ def generate(cfg: SimulateConfig, out: Path, progress: bool = False) -> dict:
     user_days, hq_user_days = 0, 0
     request_base = 0
     chunk_requests = max(1, cfg.chunk_rows // cfg.max_items)
+    day_requests = [0] * cfg.days
     with atomic_dir(Path(out)) as tmp:
         with open(tmp / log_file_name(cfg), "wb") as fh:
             fh.write((",".join(LOG_COLUMNS) + "\n").encode())
@@ -176,21 +232,9 @@ def generate(cfg: SimulateConfig, out: Path, progress: bool = False) -> dict:
                     items = requests.items[valid]
                     dur = world.item_duration_ms[items]
                     stats.add_day(users, items, r, dur)
-                    time_ms = day_start_ms(cfg, day) + r["offset_ms"]
-                    date, hourmin = _date_hourmin(time_ms)
-                    frames.append(pl.DataFrame({
-                        "user_id": world.user_ids[users], "video_id": world.item_ids[items], "date": date,
-                        "hourmin": hourmin, "time_ms": time_ms, "is_click": r["click"].astype(np.int64),
-                        "is_like": r["like"].astype(np.int64), "is_follow": r["follow"].astype(np.int64),
-                        "is_comment": r["comment"].astype(np.int64), "is_forward": r["share"].astype(np.int64),
-                        "is_hate": r["hate"].astype(np.int64), "long_view": r["long_view"].astype(np.int64),
-                        "play_time_ms": r["watch_ms"], "duration_ms": dur,
-                        "profile_stay_time": r["profile_stay_ms"], "comment_stay_time": r["comment_stay_ms"],
-                        "is_profile_enter": r["profile_enter"].astype(np.int64),
-                        "is_rand": np.zeros(len(items), np.int64),
-                        "tab": np.broadcast_to(requests.tabs[:, None], valid.shape)[valid], "request_id": req_ids,
-                    }))
+                    frames.append(_log_frame(world, requests, r, valid, req_ids, day, is_rand=0))
                     request_base += n_req
+                    day_requests[day] += n_req
                     totals["rows"] += len(items)
                     totals["requests"] += n_req
                     totals["hq_requests"] += int(hq.sum())
@@ -214,11 +258,13 @@ def generate(cfg: SimulateConfig, out: Path, progress: bool = False) -> dict:
                 if progress:
                     print(f"day {day + 1}/{cfg.days}: {totals['rows']:,} rows, {time.perf_counter() - t0:.1f}s",
                           flush=True)
+        random_totals = _write_random_log(world, tmp, day_requests, request_base)
         catalogue.features.sort("video_id").write_csv(tmp / "video_features_basic_sim.csv")
         stats.frame(world.item_ids).write_csv(tmp / "video_features_statistic_sim.csv")
         population.features.sort("user_id").write_csv(tmp / "user_features_sim.csv")
         world.save(tmp)
         summary = _summary(cfg, world, totals, user_days, hq_user_days, t_build, time.perf_counter() - t0)
+        summary["random_exposure"] = random_totals
         write_json(tmp / "simulate_summary.json", summary)
     return summary
 

@@ -143,3 +143,36 @@ def test_load_names_a_missing_table(kr_folder: Path, tmp_path: Path) -> None:
     (tmp_path / "d" / "samples.parquet").unlink()
     with pytest.raises(OnerecError, match="samples.parquet"):
         load(tmp_path / "d")
+
+
+def test_random_exposure_sessions_kept_apart(tmp_path: Path) -> None:
+    """A random log with request ids becomes sessions_random.parquet only: sessions and samples equal those without it."""
+    from onerec.simulate.writer import generate
+    from tests.simulate.conftest import tiny_config
+
+    world = tmp_path / "world"
+    generate(tiny_config(random_share=0.2), world)
+    with_rnd = prepare(DataConfig(prior_history=False), world, tmp_path / "with")
+    for path in world.glob("log_random_*"):
+        path.unlink()
+    without = prepare(DataConfig(prior_history=False), world, tmp_path / "without")
+    for name, items in (("sessions.parquet", "items"), ("samples.parquet", "target")):
+        a, b = (_orig_items(tmp_path / d, name, items) for d in ("with", "without"))
+        assert a.equals(b), f"{name} changed by the random log (ids compared as original ids)"
+    rnd = pl.read_parquet(tmp_path / "with" / "sessions_random.parquet")
+    inter = pl.read_parquet(tmp_path / "with" / "interactions_random.parquet")
+    assert rnd.columns == pl.read_parquet(tmp_path / "with" / "sessions.parquet").columns, rnd.columns
+    assert rnd.height == inter["request_id"].n_unique() == with_rnd["sessions_random"]["built"] > 0, rnd.height
+    assert rnd["session"].min() == without["sessions"]["built"], "random session ids must follow the logged ones"
+    assert set(inter["session"].unique()) == set(rnd["session"]), "interactions_random.session must point into it"
+    assert not (tmp_path / "without" / "sessions_random.parquet").exists(), "sessions_random without a random log"
+
+
+def _orig_items(data: Path, name: str, items: str) -> pl.DataFrame:
+    """Rows of ``name`` with item lists as original ids (the random log may add items, so ids shift)."""
+    orig = pl.read_parquet(data / "items.parquet").select("item", "item_orig")
+    frame = pl.read_parquet(data / name).with_row_index("_r")
+    exploded = frame.select("_r", items).explode(items).join(orig, left_on=items, right_on="item", how="left",
+                                                             maintain_order="left")
+    lists = exploded.group_by("_r", maintain_order=True).agg(pl.col("item_orig"))
+    return frame.drop(items, "user", *(["history"] if "history" in frame.columns else [])).join(lists, on="_r")

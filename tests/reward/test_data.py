@@ -10,7 +10,8 @@ import pytest
 
 from onerec.io import OnerecError
 from onerec.reward.data import SessionTable, encode_features, fit_thresholds, make_labels, read_sessions
-from tests.reward.conftest import tiny_config
+from onerec.reward import RewardConfig
+from tests.reward.conftest import make_reward_data, tiny_config
 
 NAN = np.nan
 
@@ -87,3 +88,19 @@ def test_features_categorical_numeric_and_lists() -> None:
     assert abs(col.mean()) < 1e-6 and abs(col.std() - 1) < 1e-5, f"numeric not standardised: {col}"
     with pytest.raises(OnerecError, match="out of range"):
         encode_features(frame, "item", 2, cfg)
+
+
+def test_random_sessions_option(tmp_path: Path) -> None:
+    """random_sessions reads the training-split sessions of sessions_random.parquet on top of the logged ones; off, it reads none."""
+    data = make_reward_data(tmp_path / "d")
+    logged = pl.read_parquet(data / "sessions.parquet")
+    extra = logged.with_columns(pl.col("session") + logged["session"].max() + 1)
+    extra.write_parquet(data / "sessions_random.parquet")
+    base = read_sessions(data, RewardConfig(random_sessions=False))
+    both = read_sessions(data, RewardConfig())
+    n_train = int((extra["split"] == "train").sum())
+    assert base.n_random == 0 and len(base) == logged.height, (base.n_random, len(base))
+    assert both.n_random == n_train and len(both) == logged.height + n_train, (both.n_random, len(both))
+    is_random = np.isin(both.session, extra["session"].to_numpy())
+    assert set(both.split[is_random]) == {"train"}, "only training-split random sessions may be read"
+    assert (both.history[is_random] >= 0).any(), "random sessions must get the user's history"

@@ -104,3 +104,23 @@ def test_kuairand_adapter_reads_world(tiny_world_dir: Path, tmp_path: Path) -> N
     assert data["sessions"]["kept"] == summary["high_quality"]["requests"], (
         f"adapter kept {data['sessions']['kept']} high-quality sessions, simulator counted "
         f"{summary['high_quality']['requests']}")
+
+
+def test_random_exposure_log(tiny_world_dir: Path, tmp_path: Path) -> None:
+    """The random log has is_rand=1 and its own request ids; with random_share=0 it is absent and the standard log unchanged."""
+    cfg = tiny_config()
+    standard = pl.read_csv(tiny_world_dir / log_file_name(cfg))
+    rnd = pl.read_csv(tiny_world_dir / log_file_name(cfg, "random"))
+    summary = json.loads((tiny_world_dir / "simulate_summary.json").read_text())["random_exposure"]
+    assert rnd.columns == LOG_COLUMNS and rnd.height == summary["rows"] > 0, (rnd.columns, rnd.height, summary)
+    assert (rnd["is_rand"] == 1).all() and (standard["is_rand"] == 0).all(), "is_rand flags wrong"
+    assert rnd["request_id"].n_unique() == summary["requests"], summary
+    assert not set(rnd["request_id"].to_list()) & set(standard["request_id"].to_list()), "request ids shared"
+    assert rnd["time_ms"].is_sorted(), "random log not sorted by time"
+    share = summary["requests"] / standard["request_id"].n_unique()
+    assert 0.0 < share < 3 * cfg.random_share, f"random requests are {share:.3f} of logged ones"
+    off = tmp_path / "off"
+    generate(tiny_config(random_share=0.0), off)
+    assert not list(off.glob("log_random_*")), "random log written with random_share=0"
+    assert (off / log_file_name(cfg)).read_bytes() == (tiny_world_dir / log_file_name(cfg)).read_bytes(), \
+        "random_share changed the standard log"
