@@ -143,3 +143,21 @@ def test_user_histories_are_training_users(tiny_pipeline_run: Path) -> None:
     train = pl.read_parquet(tiny_pipeline_run / "data" / "samples.parquet").filter(pl.col("split") == "train")
     assert set(samples.tolist()) <= set(train["sample"].to_list())
     assert hist.shape == (len(users), 20) and (hist[:, -1] >= 0).all()
+
+
+def test_evaluation_uses_the_configured_split(tiny_pipeline_run: Path) -> None:
+    """align.eval_split = "valid" evaluates on validation users and records the split; an unknown split is refused."""
+    from onerec.align.dpo import evaluate_policy
+    from onerec.config import ConfigError
+    from onerec.reward.model import RewardModel
+
+    with pytest.raises(ConfigError):
+        AlignConfig(eval_split="train")  # type: ignore[arg-type]
+    policy, trie, _, _ = load_policy(tiny_pipeline_run / "model")
+    rm = RewardModel.load(tiny_pipeline_run / "rm")
+    cfg = AlignConfig(n_beams=4, session_len=3, eval_users=8, eval_beams=4, eval_split="valid")
+    result = evaluate_policy(policy, trie, rm, tiny_pipeline_run / "data", cfg)
+    valid_users = (pl.read_parquet(tiny_pipeline_run / "data" / "samples.parquet", columns=["user", "split"])
+                   .filter(pl.col("split") == "valid")["user"].n_unique())
+    assert result["split"] == "valid" and 0 < result["users"] <= min(8, valid_users), result
+    assert "recall@10" in result and "rm_reward_max" in result, sorted(result)
