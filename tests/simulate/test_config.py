@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("key,value", [("users", 0), ("items", -1), ("days", 0), ("min_items", 0),
-                                       ("target_click", 1.5), ("start_date", "25/04/2022")])
+                                       ("target_click", 1.5), ("start_date", "25/04/2022"),
+                                       ("random_share", 1.5)])
 def test_bad_values_rejected(key: str, value: object) -> None:
     """Non-positive sizes, rates outside (0, 1) and bad dates raise ConfigError naming the key."""
     with pytest.raises(ConfigError, match=key):
