@@ -40,12 +40,15 @@ class PipelineConfig:
     model_config: str = "configs/small.toml"  # where [model] and [train] come from when this file has none
     baselines: list[str] = dataclasses.field(default_factory=lambda: ["popularity", "sasrec"])
     tokenizer_report: bool = True  # also run kmeans and rqvae and draw the code-usage comparison
-    align: bool = True
+    reward: bool = True  # sources without feedback signals (Amazon) have nothing for the reward towers
+    align: bool = True  # needs the reward model
     reward_eval: bool = True
 
     def __post_init__(self) -> None:
         if self.source != "simulate" and not self.input:
             raise ConfigError(f"pipeline.input is required for source {self.source!r} (the dataset folder)")
+        if self.align and not self.reward:
+            raise ConfigError("pipeline.align needs pipeline.reward = true (the reward model judges the sessions)")
         unknown = set(self.baselines) - {"popularity", "sasrec", "tiger"}
         if unknown:
             raise ConfigError(f"pipeline.baselines: unknown {sorted(unknown)} (popularity, sasrec, tiger)")
@@ -136,13 +139,16 @@ def build_stages(pcfg: PipelineConfig, config_path: Path, overrides: list[str]) 
               lambda r: [["baseline", b, "--data", str(r / "data"), "--out", str(r / "baselines" / b), *cfg]
                          for b in pcfg.baselines if b != "tiger"],
               lambda r: ", ".join(pcfg.baselines)),
-        Stage("reward", "rm", ("reward",), ("embed",),
-              lambda r: [["reward", "train", "--data", str(r / "data"), "--emb", str(r / "emb"), "--out", str(r / "rm"),
-                          *cfg]]
-              + ([["reward", "eval", "--rm", str(r / "rm"), "--data", str(r / "data"), "--out", str(r / "rm" / "eval"),
-                   *(["--world", str(r / "world")] if pcfg.source == "simulate" else [])]] if pcfg.reward_eval else []),
-              lambda r: "reward model trained"),
     ]
+    if pcfg.reward:
+        world = ["--world", str("{run}/world")] if pcfg.source == "simulate" else []
+        stages.append(Stage(
+            "reward", "rm", ("reward",), ("embed",),
+            lambda r: [["reward", "train", "--data", str(r / "data"), "--emb", str(r / "emb"), "--out", str(r / "rm"),
+                        *cfg]]
+            + ([["reward", "eval", "--rm", str(r / "rm"), "--data", str(r / "data"), "--out", str(r / "rm" / "eval"),
+                 *[a.format(run=r) for a in world]]] if pcfg.reward_eval else []),
+            lambda r: "reward model trained"))
     if pcfg.align:
         stages.append(Stage(
             "align", "align", ("align",), ("train", "reward"),
