@@ -7,7 +7,8 @@ Design choices
   right (``history (B, n)``); ``history_ts`` is aligned with it and padded with ``0``. The batch is only
   as wide as its longest row (``n <= max_history``).
 - Sessions keep the first ``session_len`` target items in shown order, padded with ``-1`` (``sessions (B, m)``,
-  always ``m = session_len`` wide so every batch has the same decoder length).
+  ``m <= session_len`` the longest target in the batch: next-5 windows under a model built for m = 10 cost
+  half the decoder compute).
 - Which samples train the seed model follows docs/ARCHITECTURE.md §1: ``split == "train"`` and the session
   is high quality, or the sample is a next-m window (``session == -1``). Validation uses the same rule on
   ``split == "valid"``.
@@ -96,16 +97,19 @@ def collate(
 ) -> dict[str, torch.Tensor]:
     """Padded batch for samples ``index``: ``history`` (B, n) / ``history_ts`` (B, n) / ``sessions`` (B, m).
 
-    ``n`` = min(max_history, longest history in the batch) (at least 1); ``m`` = session_len. Padding: -1
-    for item ids, 0 for timestamps. Targets longer than ``m`` are cut to their first ``m`` items.
+    ``n`` = min(max_history, longest history in the batch) and ``m`` = min(session_len, longest target in
+    the batch), each at least 1: no all-padding column is computed (the decoder is causal, so trailing padded
+    items change no real token's output). Padding: -1 for item ids, 0 for timestamps. Targets longer than
+    ``m`` are cut to their first ``m`` items.
     """
     index = np.asarray(index, dtype=np.int64)
     longest = int(table.history.lengths()[index].max(initial=0))
     n = max(1, min(max_history, longest))
+    m = max(1, min(session_len, int(table.target.lengths()[index].max(initial=0))))
     return {
         "history": pad_rows(table.history, index, n, keep="last", fill=-1),  # (B, n)
         "history_ts": pad_rows(table.history_ts, index, n, keep="last", fill=0),  # (B, n)
-        "sessions": pad_rows(table.target, index, session_len, keep="first", fill=-1),  # (B, m)
+        "sessions": pad_rows(table.target, index, m, keep="first", fill=-1),  # (B, m)
     }
 
 

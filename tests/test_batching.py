@@ -37,6 +37,16 @@ def test_collate_width_is_longest_history_in_batch() -> None:
     assert collate(table, np.array([2]), 50, 2)["history"].shape == (1, 1)
 
 
+def test_collate_session_width_is_longest_target_in_batch() -> None:
+    """Sessions are only as wide as the longest target in the batch (capped by session_len), at least 1."""
+    table = SampleTable.from_frame(_frame())
+    lengths = table.target.lengths()
+    for idx in ([0, 1, 2], [1], [1, 2]):
+        want = max(1, min(10, int(lengths[idx].max())))
+        assert collate(table, np.array(idx), 50, 10)["sessions"].shape == (len(idx), want)
+    assert collate(table, np.array([0]), 50, 2)["sessions"].shape == (1, 2), "session_len must cap the width"
+
+
 def test_seed_samples_keep_high_quality_sessions_and_windows() -> None:
     """Train samples are those of high-quality sessions plus windows (session -1), in sample order."""
     sessions = pl.DataFrame({"session": [10, 11, 12], "high_quality": [True, False, True]})

@@ -169,7 +169,6 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
     items = torch.full((bn, m), -1, dtype=torch.long, device=device)
     banned = exclude.repeat_interleave(n_beams, dim=0)  # (BN, e)
     row_base = (torch.arange(b, device=device) * n_beams)[:, None]  # (B, 1)
-    token_range = torch.arange(v, device=device)
     hidden = scorer.feed(torch.full((bn, 1), BOS, dtype=torch.long, device=device))  # (BN, C)
     for i in range(m):
         all_banned = torch.cat([banned, items[:, :i]], dim=1)  # (BN, e + i)
@@ -177,15 +176,16 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
             level_logp = torch.log_softmax(model.level_logits(hidden, j).float(), dim=-1)  # (BN, K_j)
             step_logp = torch.full((bn, v), float("-inf"), device=device)
             step_logp[:, : level_logp.shape[1]] = level_logp
-            allowed = _fit(trie.allowed(node).to(device), v)  # (BN, V)
+            children = _fit(trie.children(node).to(device), v, -1)  # (BN, V) child node per token, -1 = none
+            allowed = children >= 0
             if all_banned.shape[1]:
-                allowed &= _has_unbanned_item(trie, counts, node, j, all_banned, model.item_codes, token_range)
+                allowed &= _has_unbanned_item(counts, node, children, j, all_banned, model.item_codes)
             scores = logp.reshape(bn, 1) + step_logp.masked_fill(~allowed, float("-inf"))  # (BN, V)
             logp, flat = scores.view(b, n_beams * v).topk(n_beams, dim=1)  # (B, N) sorted best first
             parent = (row_base + flat // v).reshape(bn)  # (BN,) rows of the parents
             token = (flat % v).reshape(bn)  # (BN,) level-local token
             alive = torch.isfinite(logp).reshape(bn)
-            node = torch.where(alive, trie.step(node[parent], token).to(device), torch.full_like(node, -1))
+            node = torch.where(alive, children[parent, token], torch.full_like(node, -1))
             items, all_banned = items[parent], all_banned[parent]
             scorer.reorder(parent)
             last_step = i == m - 1 and j == d - 1
@@ -205,11 +205,11 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
     return SessionBeams(items=items, logp=logp)
 
 
-def _fit(mask: torch.Tensor, v: int) -> torch.Tensor:
+def _fit(table: torch.Tensor, v: int, fill: int) -> torch.Tensor:
     """(BN, V_trie) -> (BN, v): a trie built without explicit level sizes may have a narrower vocabulary."""
-    if mask.shape[1] >= v:
-        return mask[:, :v]
-    return torch.cat([mask, mask.new_zeros(mask.shape[0], v - mask.shape[1])], dim=1)
+    if table.shape[1] >= v:
+        return table[:, :v]
+    return torch.cat([table, table.new_full((table.shape[0], v - table.shape[1]), fill)], dim=1)
 
 
 def _trie_counts(trie: Any, item_codes: torch.Tensor) -> TrieCounts:
@@ -230,13 +230,12 @@ def _trie_counts(trie: Any, item_codes: torch.Tensor) -> TrieCounts:
 _COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _has_unbanned_item(trie: Any, counts: TrieCounts, node: torch.Tensor, level: int, banned: torch.Tensor,
-                       item_codes: torch.Tensor, token_range: torch.Tensor) -> torch.Tensor:
+def _has_unbanned_item(counts: TrieCounts, node: torch.Tensor, children: torch.Tensor, level: int,
+                       banned: torch.Tensor, item_codes: torch.Tensor) -> torch.Tensor:
     """(BN, V) bool: token t from the beam's node leads to a subtree holding an item the beam may still use.
 
-    node (BN,) at depth ``level``; banned (BN, e) item ids (-1 = none), distinct within a row."""
-    bn, v = node.shape[0], token_range.shape[0]
-    children = trie.step(node.repeat_interleave(v), token_range.repeat(bn)).to(node.device).view(bn, v)
+    node (BN,) at depth ``level``, children (BN, V) its child per token (-1 = none); banned (BN, e) item ids
+    (-1 = none), distinct within a row."""
     under = counts.node_count[children.clamp(min=0)] * (children >= 0)  # (BN, V) items under each child
     safe = banned.clamp(min=0)
     on_path = (counts.path[safe, level] == node[:, None]) & (banned >= 0)  # (BN, e) banned item below node

@@ -149,6 +149,17 @@ class CodeTrie:
             mask[row, self.node_token[child]] = True
         return mask
 
+    def children(self, nodes: torch.Tensor) -> torch.Tensor:
+        """(B,) node ids -> (B, V) long child of each token, -1 where the token leads nowhere (one table row
+        per node with the dense layout; ``allowed(nodes) == (children(nodes) >= 0)``)."""
+        nodes = nodes.long().to(self.node_token.device)
+        if self.dense_table is not None:
+            internal = self._valid(nodes) & (nodes < self.n_internal)
+            rows = self.dense_table[torch.where(internal, nodes, torch.zeros_like(nodes))].long()  # (B, V)
+            return rows.masked_fill(~internal[:, None], -1)
+        tokens = torch.arange(self.vocab, device=nodes.device)
+        return self.step(nodes.repeat_interleave(self.vocab), tokens.repeat(nodes.shape[0])).view(-1, self.vocab)
+
     def step(self, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(B,) nodes, (B,) tokens -> (B,) child nodes, -1 where the token is not a valid continuation."""
         nodes = nodes.long().to(self.node_token.device)

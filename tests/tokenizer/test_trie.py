@@ -78,6 +78,13 @@ def test_dense_and_csr_layouts_agree() -> None:
     tokens = torch.randint(-1, dense.vocab + 1, nodes.shape, generator=torch.Generator().manual_seed(0))
     assert torch.equal(dense.allowed(nodes), csr.allowed(nodes)), "allowed() differs between layouts"
     assert torch.equal(dense.step(nodes, tokens), csr.step(nodes, tokens)), "step() differs between layouts"
+    for trie in (dense, csr):
+        children = trie.children(nodes)  # (B, V)
+        assert torch.equal(children >= 0, trie.allowed(nodes)), f"{trie.layout}: children() and allowed() disagree"
+        every = torch.arange(trie.vocab)
+        for row in range(0, nodes.shape[0], 7):
+            want = trie.step(nodes[row].repeat(trie.vocab), every)
+            assert torch.equal(children[row], want), f"{trie.layout}: children() != step() on node {int(nodes[row])}"
 
 
 def test_save_load_round_trip(tmp_path, trie_and_ids) -> None:
