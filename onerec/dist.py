@@ -20,7 +20,8 @@ Design choices
 
 These helpers are the hook points the reward-model and DPO trainers reuse: ``init_distributed``,
 ``global_batches``/``rank_micro_batches``, ``wrap_model``, ``grad_sync``, ``all_reduce_mean``,
-``full_model_state``/``load_model_state``, ``full_optimizer_state``/``load_optimizer_state``. A loop::
+``full_model_state``/``load_model_state``, ``full_optimizer_state``/``load_optimizer_state``, and
+``main_only`` for rank-0-only work whose result every rank needs (DPO sampling, evaluation). A loop::
 
     info = init_distributed()                      # alone: world of one, no process group
     model = wrap_model(model, info, "ddp")         # or "fsdp"; build the optimizer after this
@@ -40,10 +41,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -51,6 +53,7 @@ import torch.distributed as dist
 from torch import nn
 
 Strategy = Literal["ddp", "fsdp"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ def wrap_model(
     strategy: Strategy = "ddp",
     fsdp_units: Callable[[nn.Module], list[nn.Module]] | None = None,
     find_unused_parameters: bool = False,
+    broadcast_buffers: bool = True,
 ) -> nn.Module:
     """Move ``model`` to this rank's device and wrap it for data parallelism (unchanged when alone).
 
@@ -192,7 +196,9 @@ def wrap_model(
     ``fsdp_units`` (default: every block of every ``nn.ModuleList``) and then the root; the module keeps
     its class (plus ``FSDPModule``), parameters become DTensors. ``find_unused_parameters`` (DDP) is off:
     OneRec's experts live in stacked (E, ...) parameters, so an expert that gets no token still leaves no
-    parameter unused; a model whose forward skips whole parameters must turn it on.
+    parameter unused; a model whose forward skips whole parameters must turn it on. ``broadcast_buffers``
+    (DDP) re-sends rank 0's buffers before every forward; a model whose buffers never change (the reward
+    model's feature tables) turns it off.
     """
     model = model.to(info.device)
     if not info.distributed:
@@ -201,7 +207,11 @@ def wrap_model(
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [info.device.index] if info.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
+        sync = {}  # torch 2.13 renamed broadcast_buffers (per forward) to forward_sync_buffers
+        if not broadcast_buffers:
+            accepted = inspect.signature(DistributedDataParallel.__init__).parameters
+            sync = {"forward_sync_buffers" if "forward_sync_buffers" in accepted else "broadcast_buffers": False}
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters, **sync)
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
@@ -266,6 +276,31 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def main_only(fn: Callable[[], T]) -> T:
+    """``fn()`` run on rank 0 alone, its (picklable) result handed to every rank; the others wait for it.
+
+    For work only rank 0 does (sampling, evaluation, writing files). An exception on rank 0 is re-raised there
+    and as ``RuntimeError`` on the other ranks, so no rank is left waiting at a later collective.
+    """
+    if not dist.is_initialized():
+        return fn()
+    result: Any = None
+    failure: BaseException | None = None
+    if dist.get_rank() == 0:
+        try:
+            result = fn()
+        except BaseException as err:  # noqa: BLE001 - reported to every rank, then re-raised
+            failure = err
+    box = [(result, None if failure is None else f"{type(failure).__name__}: {failure}")]
+    dist.broadcast_object_list(box, src=0)
+    if failure is not None:
+        raise failure
+    result, message = box[0]
+    if message is not None:
+        raise RuntimeError(f"rank 0 failed: {message}")
+    return result
 
 
 # ----------------------------------------------------------------------------- full state dicts

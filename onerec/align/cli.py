@@ -17,9 +17,13 @@ def align_command(
     config: Path = typer.Option(None, "--config", help="TOML file with an [align] table"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. align.beta=0.2"),
 ) -> None:
-    """Iterative preference alignment: M_t samples N sessions per user, the RM picks best/worst, M_{t+1} trains on NTP + λ·DPO."""
+    """Iterative preference alignment: M_t samples N sessions per user, the RM picks best/worst, M_{t+1} trains on NTP + λ·DPO.
+
+    Also under `torchrun --nproc_per_node=N -m onerec.cli -- align --run ...` (`--` keeps torchrun from reading
+    --run as its --run-path; align.strategy ddp or fsdp): rank 0 samples, evaluates and writes; every rank trains."""
     from onerec.align.dpo import AlignConfig, run_alignment
     from onerec.config import load_section
+    from onerec.dist import env_rank_world
     from onerec.io import OnerecError
 
     cfg = load_section(AlignConfig, "align", config, set_)
@@ -27,6 +31,8 @@ def align_command(
         if not path.is_dir():
             raise OnerecError(f"{what}: no such directory {path}")
     result = run_alignment(run, rm, data, out, cfg, world, shards)
+    if env_rank_world()[0] != 0:  # under torchrun rank 0 reports
+        return
     keys = ("rm_reward_mean", "rm_reward_max", "judge_reward", "recall@10")
     typer.echo(f"{'round':>5} " + " ".join(f"{k:>15}" for k in keys))
     for row in result["rounds"]:

@@ -14,10 +14,23 @@ Design choices
 - Evaluation per policy (OneRec Table 1 in our setting): reward-model towers, mean and max over the
   ``eval_beams`` generated sessions per held-out user; on simulator data the judge's true expected outcome
   of the top session; next-session Recall@10 on the held-out split (EVAL.md §2, §3).
+- Under ``torchrun`` (``onerec.dist``; gloo on CPU, NCCL with ``align.device`` cuda) rank 0 alone samples
+  (or reads shards), evaluates and writes; the pairs are broadcast (``main_only``), the other ranks wait.
+  Sampling is a small share of users next to training, and one sampler keeps the pairs exactly those of a
+  single process; for large sampling jobs the sampling server shards users over ranks (``--shards``). The
+  reward model and the reference (its log-probs are precomputed) are never wrapped; only the policy trains,
+  wrapped with DDP or FSDP2 (``align.strategy``) inside a module whose one forward is a micro-batch's whole
+  loss (NTP + λ·DPO), so the wrappers see one forward per backward.
+- Data order per step is a function of (seed, round, step) only: every rank draws the same global NTP batch
+  (``batch_size``) and pair batch, cuts both into ``batch_size / micro_batch_size`` micro-batches and takes
+  its share (``rank_micro_batches``); a split step seeds each micro-batch's dropout from its global index.
+  So 1 process accumulating k micro-batches equals k ranks up to float summation order; one process with
+  ``micro_batch_size = 0`` trains exactly as before (one forward per step, one dropout stream per round).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -27,8 +40,10 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 import torch
+from torch import nn
 
 from onerec import checkpoint as ckpt
+from onerec import dist as D
 from onerec.align.losses import logratio_margin, preference_loss
 from onerec.align.sampler import read_shards, sample_pairs
 from onerec.config import ConfigError, to_dict
@@ -61,6 +76,9 @@ class AlignConfig:
     eval_split: Literal["valid", "test"] = "test"  # tune on valid, report test
     threads: int = 1  # torch threads (1 is fastest for these small models on a shared 2-core machine)
     seed: int = 0
+    micro_batch_size: int = 0  # NTP samples per forward on one rank (pairs in proportion); 0 = batch_size / world
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the policy
+    device: Literal["cpu", "auto", "cuda"] = "cpu"  # training device; cuda/auto: GPU when there is one (NCCL)
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.n_beams < 2 or self.session_len < 1 or self.steps < 1:
@@ -73,6 +91,10 @@ class AlignConfig:
             raise ConfigError("align.label_smoothing must lie in [0, 0.5)")
         if self.eval_split not in ("valid", "test") or self.threads < 1:
             raise ConfigError(f"align.eval_split must be valid or test (got {self.eval_split!r}), align.threads >= 1")
+        micro = self.micro_batch_size
+        if micro < 0 or micro and (self.batch_size % micro or self.pair_batch_size % (self.batch_size // micro)):
+            raise ConfigError(f"align.micro_batch_size={self.micro_batch_size} must be >= 0, divide align.batch_size="
+                              f"{self.batch_size}, and the micro-batch count must divide align.pair_batch_size")
 
 
 def load_policy(run_dir: Path) -> tuple[Any, Any, str, str]:
@@ -109,17 +131,63 @@ def user_histories(data_dir: Path, max_history: int, max_users: int = 0,
             left_pad(hist, max_history))
 
 
-def train_round(policy: Any, pairs: pl.DataFrame, ntp_table: Any, cfg: AlignConfig, round_index: int,
-                log: Any = print) -> list[dict[str, float]]:
-    """Train ``policy`` in place on NTP samples + preference pairs for ``cfg.steps`` steps; returns the log."""
-    from onerec.batching import collate
+class _StepLoss(nn.Module):
+    """One micro-batch's loss ``L_NTP + λ·L_pref`` in one forward, so DDP / FSDP2 see one forward per backward."""
 
+    def __init__(self, policy: nn.Module, cfg: AlignConfig) -> None:
+        super().__init__()
+        self.policy = policy
+        self.cfg = cfg
+
+    def forward(self, history: torch.Tensor, sessions: torch.Tensor, pair_history: torch.Tensor | None = None,
+                chosen: torch.Tensor | None = None, rejected: torch.Tensor | None = None,
+                ref_chosen: torch.Tensor | None = None, ref_rejected: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, detached [ntp, pref_loss, margin, pair_accuracy]; the last three only with pairs)."""
+        cfg = self.cfg
+        out = self.policy(history, sessions)
+        loss = out.loss
+        stats = [out.ntp_loss.detach()]
+        if pair_history is not None:
+            pol_c = self.policy.sequence_logp(pair_history, chosen)  # (P,)
+            pol_r = self.policy.sequence_logp(pair_history, rejected)
+            pref = preference_loss(cfg.loss, pol_c, pol_r, ref_chosen, ref_rejected, cfg.beta, cfg.label_smoothing)
+            loss = loss + cfg.dpo_weight * pref.mean()
+            margin = logratio_margin(pol_c, pol_r, ref_chosen, ref_rejected).detach()
+            stats += [pref.mean().detach(), margin.mean(), (margin > 0).float().mean()]
+        return loss, torch.stack(stats)
+
+
+def micro_split(cfg: AlignConfig, world_size: int) -> tuple[int, int, int]:
+    """(NTP samples per forward, micro-batches per rank, pairs per micro-batch) of a step at ``world_size``."""
+    micro = cfg.micro_batch_size or cfg.batch_size // world_size
+    try:
+        accum = D.accumulation_steps(cfg.batch_size, micro, world_size)
+    except ValueError as err:
+        raise OnerecError(f"align: {err}") from None
+    n_micro = accum * world_size
+    if cfg.dpo_weight > 0 and cfg.pair_batch_size % n_micro:
+        raise OnerecError(f"align.pair_batch_size={cfg.pair_batch_size} does not split into the {n_micro} "
+                          f"micro-batches of a step (batch_size {cfg.batch_size} / micro-batch {micro})")
+    return micro, accum, cfg.pair_batch_size // n_micro
+
+
+def train_round(policy: Any, pairs: pl.DataFrame, ntp_table: Any, cfg: AlignConfig, round_index: int,
+                log: Any = print, info: D.DistInfo | None = None) -> list[dict[str, float]]:
+    """Train ``policy`` in place on NTP samples + preference pairs for ``cfg.steps`` steps; returns the log.
+
+    ``info`` (``onerec.dist.init_distributed``) under torchrun: every rank calls this with the same pairs and
+    ends with the same weights; ``log`` is called on rank 0 only. The policy ends on the CPU.
+    """
+    from onerec.batching import collate
+    from onerec.train import micro_seed
+
+    info = info or D.DistInfo()
+    micro, accum, per_micro = micro_split(cfg, info.world_size)
+    n_micro = accum * info.world_size
     gen = np.random.default_rng([cfg.seed, round_index])
-    torch.manual_seed(int(gen.integers(2**31)))
-    decay = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim >= 2]
-    rest = [p for n, p in policy.named_parameters() if p.requires_grad and p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=cfg.lr)
+    round_seed = int(gen.integers(2**31))
+    torch.manual_seed(round_seed)
     hist = [np.asarray(h, np.int64) for h in pairs["history"].to_list()]
     chosen = torch.tensor(pairs["chosen"].to_list(), dtype=torch.long)  # (P, m)
     rejected = torch.tensor(pairs["rejected"].to_list(), dtype=torch.long)
@@ -127,32 +195,51 @@ def train_round(policy: Any, pairs: pl.DataFrame, ntp_table: Any, cfg: AlignConf
     ref_r = torch.tensor(pairs["ref_rejected_logp"].to_numpy())
     m = chosen.shape[1]
     window = policy.config.max_history
+    use_pairs = cfg.dpo_weight > 0 and len(hist) > 0
+    # under torchrun a copy is wrapped (no wrapper hooks stay on ``policy``) and copied back at the end; the
+    # policy's buffers (codes, balance biases) do not change during a round, so DDP need not re-send them
+    step_loss = _StepLoss(copy.deepcopy(policy) if info.distributed else policy, cfg)
+    wrapped = D.wrap_model(step_loss, info, cfg.strategy, broadcast_buffers=False)
+    decay = [p for n, p in wrapped.named_parameters() if p.requires_grad and p.ndim >= 2]
+    rest = [p for n, p in wrapped.named_parameters() if p.requires_grad and p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                            lr=cfg.lr)
     history_log = []
-    policy.train()
+    wrapped.train()
     for step in range(cfg.steps):
-        batch = collate(ntp_table, gen.integers(0, len(ntp_table), cfg.batch_size), window, m)
-        out = policy(batch["history"], batch["sessions"])
-        loss = out.loss
-        row: dict[str, float] = {"step": step, "ntp": float(out.ntp_loss.detach())}
-        if cfg.dpo_weight > 0 and len(hist):
-            idx = gen.integers(0, len(hist), cfg.pair_batch_size)
-            h = left_pad([hist[i] for i in idx], window)
-            pol_c = policy.sequence_logp(h, chosen[idx])  # (P,)
-            pol_r = policy.sequence_logp(h, rejected[idx])
-            pref = preference_loss(cfg.loss, pol_c, pol_r, ref_c[idx], ref_r[idx], cfg.beta, cfg.label_smoothing)
-            loss = loss + cfg.dpo_weight * pref.mean()
-            margin = logratio_margin(pol_c, pol_r, ref_c[idx], ref_r[idx]).detach()
-            row.update({"pref_loss": float(pref.mean().detach()), "margin": float(margin.mean()),
-                        "pair_accuracy": float((margin > 0).float().mean())})
+        ntp_idx = gen.integers(0, len(ntp_table), cfg.batch_size)
+        pair_idx = gen.integers(0, len(hist), cfg.pair_batch_size) if use_pairs else None
+        mine = D.rank_micro_batches(ntp_idx, micro, info.rank, info.world_size)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+        sums = torch.zeros(4, dtype=torch.float64)
+        for i, (j, idx) in enumerate(mine):
+            if n_micro > 1:  # a split step: dropout seeded per global micro-batch (world-size free)
+                torch.manual_seed(micro_seed(round_seed, step, j))
+            batch = collate(ntp_table, idx, window, m)
+            args = [batch["history"], batch["sessions"]]
+            if pair_idx is not None:
+                part = pair_idx[j * per_micro:(j + 1) * per_micro]
+                pair_hist = left_pad([hist[k] for k in part], window)
+                args += [pair_hist, chosen[part], rejected[part], ref_c[part], ref_r[part]]
+            with D.grad_sync(wrapped, i == len(mine) - 1):
+                loss, stats = wrapped(*(a.to(info.device) for a in args))
+                (loss / accum if accum > 1 else loss).backward()
+            sums[:len(stats)] += stats.double().cpu()
+        torch.nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip)
         opt.step()
+        means = D.all_reduce_sum(sums.to(info.device)).cpu() / n_micro
+        row: dict[str, float] = {"step": step, "ntp": float(means[0])}
+        if pair_idx is not None:
+            row.update({"pref_loss": float(means[1]), "margin": float(means[2]), "pair_accuracy": float(means[3])})
         history_log.append(row)
-        if step % max(1, cfg.steps // 5) == 0 or step == cfg.steps - 1:
+        if info.is_main and (step % max(1, cfg.steps // 5) == 0 or step == cfg.steps - 1):
             log("  round {} step {:>4}: ".format(round_index, step)
                 + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "step"))
-    policy.eval()
+    if info.distributed:  # the wrapped copy's (gathered) weights into ``policy``, on every rank
+        shard = cfg.strategy == "fsdp"
+        state = D.broadcast_object(D.full_model_state(wrapped)) if shard else D.unwrap(wrapped).state_dict()
+        policy.load_state_dict({k.removeprefix("policy."): v for k, v in state.items()}, strict=True)
+    policy.cpu().eval()
     return history_log
 
 
@@ -218,15 +305,37 @@ def save_policy(policy: Any, parent_info: dict[str, Any], round_dir: Path, round
     return version
 
 
+ALIGN_TIMEOUT_S = 4 * 3600.0  # under torchrun the other ranks wait this long at most while rank 0 samples / evaluates
+
+
 def run_alignment(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: AlignConfig,
                   world_dir: Path | None = None, shards: Path | None = None, log: Any = print) -> dict[str, Any]:
-    """All rounds; returns (and writes ``OUT/metrics.json``) the per-round table."""
-    from onerec.batching import SampleTable, seed_samples
-    from onerec.reward.model import RewardModel
-
+    """All rounds, alone or under torchrun; returns the per-round table (rank 0 writes ``OUT/metrics.json``)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    rm = RewardModel.load(rm_dir)
+    owns_group = not torch.distributed.is_initialized()  # a caller that set up the group tears it down
+    info = D.init_distributed(cfg.device, timeout_s=ALIGN_TIMEOUT_S)
+    try:
+        return _rounds(Path(seed_run), Path(rm_dir), Path(data_dir), Path(out), cfg, world_dir, shards,
+                       log if info.is_main else _quiet, info)
+    finally:
+        if owns_group:
+            D.teardown()
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _rounds(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: AlignConfig, world_dir: Path | None,
+            shards: Path | None, log: Any, info: D.DistInfo) -> dict[str, Any]:
+    """The rounds of :func:`run_alignment`; sampling, evaluation and writing on rank 0 (``D.main_only``)."""
+    from onerec.batching import SampleTable, seed_samples
+    from onerec.io import atomic_path
+    from onerec.reward.model import RewardModel
+
+    micro_split(cfg, info.world_size)  # refuse a batch that does not split before any sampling
+    rm = RewardModel.load(rm_dir)  # on every rank (small), so a bad input fails everywhere; rank 0 uses it
     world = None
     if world_dir is not None:
         from onerec.simulate import World
@@ -238,54 +347,68 @@ def run_alignment(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: 
     ntp_table = SampleTable.from_frame(seed_samples(samples, sessions, "train"))
     if len(ntp_table) == 0:
         raise OnerecError(f"{data_dir}: no training samples for the NTP term")
-    out.mkdir(parents=True, exist_ok=True)
+    D.main_only(lambda: out.mkdir(parents=True, exist_ok=True))
     policy_dir = Path(seed_run)
     table = []
     policy, trie, version, codes_sha = load_policy(policy_dir)
-    t0 = time.perf_counter()
-    metrics0 = evaluate_policy(policy, trie, rm, data_dir, cfg, world)
-    table.append({"round": 0, "version": version, **metrics0, "eval_s": round(time.perf_counter() - t0, 1)})
-    log(f"align: M_0 {_summary(metrics0)}")
+
+    def evaluate_seed() -> dict[str, Any]:
+        t0 = time.perf_counter()
+        metrics0 = evaluate_policy(policy, trie, rm, data_dir, cfg, world)
+        return {"round": 0, "version": version, **metrics0, "eval_s": round(time.perf_counter() - t0, 1)}
+
+    table.append(D.main_only(evaluate_seed))  # rank 0's row (timings included) on every rank
+    log(f"align: M_0 {_summary(table[0])}")
     for t in range(1, cfg.rounds + 1):
-        _, info = ckpt.load_run(policy_dir)
-        users, sample_ids, history = user_histories(data_dir, policy.config.max_history, 0, cfg.seed)
-        n_pick = max(1, int(round(cfg.user_share * len(users))))
-        if cfg.max_users:
-            n_pick = min(n_pick, cfg.max_users)
-        pick = np.sort(np.random.default_rng([cfg.seed, t]).choice(len(users), n_pick, replace=False))
-        start = time.perf_counter()
-        if shards is not None:
-            pairs, counts = read_shards(shards, version, codes_sha, log)
-            log(f"align: round {t}: {counts}")
-        else:
-            pairs = sample_pairs(policy, trie, rm, history[pick], users[pick], sample_ids[pick], cfg.n_beams,
-                                 cfg.session_len, version, codes_sha, cfg.reward_key, cfg.min_reward_gap)
-        sample_s = time.perf_counter() - start
+
+        def sample() -> tuple[pl.DataFrame, int, float, dict[str, Any]]:
+            _, parent = ckpt.load_run(policy_dir)
+            users, sample_ids, history = user_histories(data_dir, policy.config.max_history, 0, cfg.seed)
+            n_pick = max(1, int(round(cfg.user_share * len(users))))
+            if cfg.max_users:
+                n_pick = min(n_pick, cfg.max_users)
+            pick = np.sort(np.random.default_rng([cfg.seed, t]).choice(len(users), n_pick, replace=False))
+            start = time.perf_counter()
+            if shards is not None:
+                pairs, counts = read_shards(shards, version, codes_sha, log)
+                log(f"align: round {t}: {counts}")
+            else:
+                pairs = sample_pairs(policy, trie, rm, history[pick], users[pick], sample_ids[pick], cfg.n_beams,
+                                     cfg.session_len, version, codes_sha, cfg.reward_key, cfg.min_reward_gap)
+            return pairs, n_pick, time.perf_counter() - start, parent
+
+        pairs, n_pick, sample_s, parent_info = D.main_only(sample)
         if pairs.height == 0:
             raise OnerecError(f"round {t}: no preference pairs (users={n_pick}, min_reward_gap={cfg.min_reward_gap})")
         log(f"align: round {t}: {pairs.height} pairs from {n_pick} users in {sample_s:.1f}s "
             f"({n_pick * cfg.n_beams / max(sample_s, 1e-9):.1f} sessions/s generated and scored)")
         start = time.perf_counter()
-        train_log = train_round(policy, pairs, ntp_table, cfg, t, log)
+        train_log = train_round(policy, pairs, ntp_table, cfg, t, log, info)
         train_s = time.perf_counter() - start
         round_dir = out / f"round_{t}"
-        version = save_policy(policy, info, round_dir, t, cfg)
-        with_pairs = pairs.with_columns(pl.lit(t).alias("round"))
-        from onerec.io import atomic_path
 
-        with atomic_path(round_dir / "pairs.parquet") as tmp:
-            with_pairs.write_parquet(tmp)
-        policy, trie, version, codes_sha = load_policy(round_dir)
-        metrics = evaluate_policy(policy, trie, rm, data_dir, cfg, world)
-        row = {"round": t, "version": version, "pairs": pairs.height, "users": n_pick, "sample_s": round(sample_s, 1),
-               "train_s": round(train_s, 1), "final_margin": train_log[-1].get("margin"), **metrics}
-        write_json(round_dir / "metrics.json", {"round": row, "train_log": train_log})
-        atomic_write_text(out / "LATEST", f"round_{t}\n")
+        def finish() -> dict[str, Any]:
+            """Rank 0: write the round, reload its policy (the next sampler), evaluate it."""
+            nonlocal policy, trie, version, codes_sha
+            save_policy(policy, parent_info, round_dir, t, cfg)
+            with atomic_path(round_dir / "pairs.parquet") as tmp:
+                pairs.with_columns(pl.lit(t).alias("round")).write_parquet(tmp)
+            policy, trie, version, codes_sha = load_policy(round_dir)
+            metrics = evaluate_policy(policy, trie, rm, data_dir, cfg, world)
+            row = {"round": t, "version": version, "pairs": pairs.height, "users": n_pick,
+                   "sample_s": round(sample_s, 1), "train_s": round(train_s, 1),
+                   "final_margin": train_log[-1].get("margin"), **metrics}
+            write_json(round_dir / "metrics.json", {"round": row, "train_log": train_log})
+            atomic_write_text(out / "LATEST", f"round_{t}\n")
+            return row
+
+        row = D.main_only(finish)  # other ranks keep their copy of the trained policy: the same weights
         table.append(row)
         policy_dir = round_dir
-        log(f"align: M_{t} {_summary(metrics)}")
+        log(f"align: M_{t} {_summary(row)}")
     result = {"config": to_dict(cfg), "rounds": table}
-    write_json(out / "metrics.json", result)
+    D.main_only(lambda: write_json(out / "metrics.json", result))
+    D.barrier()  # every rank past the last broadcast before any leaves the group
     return result
 
 

@@ -85,6 +85,10 @@ class RewardConfig:
     test_split: str = "test"
     seed: int = 0
     threads: int = 1  # 1 is fastest for this small model on a shared 2-core machine
+    # parallelism (onerec.reward.parallel): > 0, or under torchrun, trains with the world-size-free loop
+    micro_batch_size: int = 0  # sessions per forward on one rank; 0 = batch_size / world size
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2)
+    device: Literal["cpu", "auto", "cuda"] = "cpu"  # cuda/auto: GPU when there is one (NCCL under torchrun)
 
     def __post_init__(self) -> None:
         if not self.towers:
@@ -118,6 +122,9 @@ class RewardConfig:
             raise ConfigError(f"reward.min_item_count must be >= 0, got {self.min_item_count}")
         if not self.train_splits:
             raise ConfigError("reward.train_splits is empty")
+        if self.micro_batch_size < 0 or self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ConfigError(f"reward.micro_batch_size={self.micro_batch_size} must be >= 0 and divide "
+                              f"reward.batch_size={self.batch_size}")
 
 
 def __getattr__(name: str) -> Any:

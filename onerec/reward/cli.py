@@ -24,13 +24,18 @@ def train_cmd(
     config: Path = typer.Option(None, "--config", help="TOML file with a [reward] table"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. reward.epochs=3"),
 ) -> None:
-    """Train on every logged session of the training splits; writes reward.safetensors and reward.json."""
+    """Train on every logged session of the training splits; writes reward.safetensors and reward.json.
+
+    Also under `torchrun --nproc_per_node=N -m onerec.cli reward train ...` (reward.strategy ddp or fsdp)."""
     from onerec.config import load_section
+    from onerec.dist import env_rank_world
     from onerec.reward import RewardConfig
     from onerec.reward.train import train_reward
 
     cfg = load_section(RewardConfig, "reward", config, set_)
     model = train_reward(data, out, cfg, emb, echo=typer.echo)
+    if env_rank_world()[0] != 0:  # under torchrun rank 0 reports
+        return
     meta = model.meta
     dropped = f"; dropped (no labels): {', '.join(meta['towers_dropped'])}" if meta["towers_dropped"] else ""
     typer.echo(f"towers {', '.join(model.towers)}{dropped}; {meta['train_sessions']:,} training sessions, "

@@ -12,6 +12,9 @@ Design choices
   per-item rate baseline (session score = mean over its items of the item's smoothed training rate;
   swt: sum of the items' mean watch time) and (b) a pointwise model: the same features and towers,
   trained the same way, with ``attention = False``.
+- ``onerec reward train`` runs alone or under ``torchrun``: with several ranks (or ``micro_batch_size`` > 0,
+  or a GPU) ``fit`` hands over to the world-size-free loop of ``onerec.reward.parallel`` (DDP or FSDP2,
+  ``reward.strategy``); rank 0 alone echoes and writes the model directory.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from onerec import dist as D
 from onerec.io import OnerecError, atomic_dir, write_json
 from onerec.reward import RewardConfig
 from onerec.reward.data import Labels, SessionTable, encode_features, fit_thresholds, make_labels, read_catalog, read_sessions
@@ -117,15 +121,25 @@ def batch_loss(model: RewardModel, batch: dict[str, Any], item_weight: float,
     """L_RM = Σ_t BCE(session_t) + item_weight · Σ_t BCE(item_t), NaN labels masked."""
     s_logits, i_logits = model(batch["history"], batch["sessions"], batch["users"], id_drop, user_drop)
     loss = torch.zeros(())
-    for t in model.towers:
+    for t in D.unwrap(model).towers:
         loss = loss + _masked_bce(s_logits[t][:, 0], batch["session"][t])
         loss = loss + item_weight * _masked_bce(i_logits[t][:, 0], batch["item"][t])
     return loss
 
 
 def fit(model: RewardModel, table: SessionTable, labels: Labels, train: np.ndarray, valid: np.ndarray,
-        config: RewardConfig, echo: Callable[[str], None] | None = None) -> list[dict[str, float]]:
-    """Train ``model`` in place (seeded); keeps the best-validation epoch; returns the per-epoch log."""
+        config: RewardConfig, echo: Callable[[str], None] | None = None,
+        info: D.DistInfo | None = None) -> list[dict[str, float]]:
+    """Train ``model`` in place (seeded); keeps the best-validation epoch; returns the per-epoch log.
+
+    Under torchrun (``info`` from ``onerec.dist.init_distributed``), with ``micro_batch_size`` > 0 or on a GPU
+    the world-size-free loop of ``onerec.reward.parallel`` trains; one CPU process takes the loop below.
+    """
+    from onerec.reward.parallel import fit_parallel, uses_parallel_loop
+
+    info = info or D.DistInfo()
+    if uses_parallel_loop(config, info):
+        return fit_parallel(model, table, labels, train, valid, config, info, echo)
     gen = torch.Generator().manual_seed(config.seed)
     log = []
     with torch.random.fork_rng(devices=[]):
@@ -187,15 +201,30 @@ def predict(model: RewardModel, table: SessionTable, rows: np.ndarray, batch_siz
 
 def train_reward(data_dir: Path, out_dir: Path, config: RewardConfig, emb_dir: Path | None = None,
                  echo: Callable[[str], None] | None = None) -> RewardModel:
-    """Train the session reward model on ``data_dir`` and write ``out_dir`` (reward.safetensors, reward.json)."""
+    """Train the session reward model on ``data_dir`` and write ``out_dir`` (reward.safetensors, reward.json).
+
+    Alone or under ``torchrun``: every rank reads the data and returns the trained model (the same weights on
+    every rank); rank 0 alone echoes and writes ``out_dir``. A process group created here is destroyed here.
+    """
     torch.set_num_threads(config.threads)
+    owns_group = not torch.distributed.is_initialized()  # a caller that set up the group tears it down
+    info = D.init_distributed(config.device)
+    try:
+        return _train_reward(data_dir, out_dir, config, emb_dir, echo, info)
+    finally:
+        if owns_group:
+            D.teardown()
+
+
+def _train_reward(data_dir: Path, out_dir: Path, config: RewardConfig, emb_dir: Path | None,
+                  echo: Callable[[str], None] | None, info: D.DistInfo) -> RewardModel:
     t0 = time.time()
     table, catalog, meta, towers = prepare(data_dir, config, emb_dir)
     labels = make_labels(table, towers, config, meta["thresholds"])
     train = session_rows(table, config.train_splits)
     valid = session_rows(table, [config.valid_split])
     model = RewardModel(config, towers, catalog, meta)
-    log = fit(model, table, labels, train, valid, config, echo)
+    log = fit(model, table, labels, train, valid, config, echo if info.is_main else None, info)
     model.meta.update({
         "data": str(data_dir), "emb": None if emb_dir is None else str(emb_dir), "train_sessions": int(len(train)),
         "valid_sessions": int(len(valid)), "sessions_without_sample": table.n_without_sample,
@@ -203,8 +232,10 @@ def train_reward(data_dir: Path, out_dir: Path, config: RewardConfig, emb_dir: P
         "train_log": log, "train_seconds": round(time.time() - t0, 2),
         "train_label_rates": {t: float(np.nanmean(labels.binary[t][train])) for t in towers},
     })
-    with atomic_dir(Path(out_dir)) as tmp:
-        model.save(tmp)
+    if info.is_main:
+        with atomic_dir(Path(out_dir)) as tmp:
+            model.save(tmp)
+    D.barrier()
     return model
 
 
