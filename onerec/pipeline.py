@@ -10,6 +10,8 @@ Design choices
   config tables it reads, its command line and its upstream stages' fingerprints. A rerun skips complete
   stages; changing one config value changes the fingerprint of the stages that read that table and of
   everything downstream of them, and only those rerun. ``--from STAGE`` reruns that stage and all after it.
+- Display-only settings given as overrides (``--set embed.progress=false``: the progress bars) reach every
+  stage command but stay out of the fingerprint, so turning the bars off never makes a finished stage stale.
 - Stages write into their own subdirectory (``world/``, ``data/``, ``emb/``, ``tok/``, ``model/``,
   ``baselines/``, ``rm/``, ``align/``, ``eval/``) and the report into ``report.html``.
 """
@@ -25,10 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from onerec.config import ConfigError, apply_overrides, load_section, read_toml
+from onerec.config import ConfigError, apply_overrides, load_section, parse_override, read_toml
 from onerec.io import OnerecError, read_json, write_json
 
 STAGES = ["world", "data", "embed", "tokenize", "train", "baselines", "reward", "align", "evaluate", "report"]
+DISPLAY_KEYS = frozenset({"progress"})  # keys that change what a stage shows, never what it writes
 
 
 @dataclasses.dataclass
@@ -195,7 +198,8 @@ def run_pipeline(config_path: Path, out: Path, overrides: list[str] = (), start_
         if "." not in text.split("=", 1)[0]:
             raise ConfigError(f"pipeline override {text!r} must name its section (section.key=value)")
     pcfg = load_section(PipelineConfig, "pipeline", config_path, overrides)
-    raw = apply_overrides(read_toml(config_path), overrides)
+    fingerprinted = [o for o in overrides if parse_override(o)[0][-1] not in DISPLAY_KEYS]
+    raw = apply_overrides(read_toml(config_path), fingerprinted)
     stages = build_stages(pcfg, config_path, overrides)
     names = [s.name for s in stages]
     if start_from is not None and start_from not in names:

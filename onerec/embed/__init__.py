@@ -61,6 +61,7 @@ class EmbedConfig:
     weight_decay: float = 0.0
     temperature: float = 0.07
     threads: int = 1  # small batches: on a busy 2-core machine one thread was ~15x faster than two
+    progress: bool = True  # tqdm bar on stderr over the training batches (epoch, running loss)
     # --- external ---
     external_dim: int = 0  # 0: accept the file's dimension; otherwise it must match
     # --- the check (kNN next-item recommender vs popularity) ---

@@ -10,6 +10,8 @@ Design choices
   is masked out: it is not a negative, and pushing an item from itself is pure noise.
 - Seeds: parameters are initialised and pairs shuffled from one ``torch.Generator(seed)``; the global
   torch RNG is never used, so the same seed gives the same embeddings (a test checks it).
+- Progress: one tqdm bar on stderr over every training batch, the epoch and its running mean loss in the
+  postfix; ``embed.progress = false`` silences it. The bar draws no random numbers, so it changes nothing.
 - ``content_projection`` is the "content-only" method: a fixed Gaussian projection R (V, d),
   ``e_i = normalise(x_i R)``; E[<x_i R, x_j R>] = <x_i, x_j>, so cosines approximate the cosines of the
   sparse feature vectors. No behaviour is used, which is what makes it the baseline for alignment.
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from onerec.embed import EmbedConfig
 from onerec.embed.features import ItemFeatures
@@ -109,30 +112,37 @@ def train_aligned(
         optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1
     )
     history: list[dict[str, Any]] = []
-    for epoch in range(cfg.epochs):
-        model.train()
-        started = time.perf_counter()
-        order = torch.randperm(n_pairs, generator=generator)
-        total, batches = 0.0, 0
-        for start in range(0, n_pairs, cfg.batch_size):
-            batch = pairs_t[order[start : start + cfg.batch_size]]  # (B, 2)
-            if len(batch) < 2:
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="embed", unit="batch", dynamic_ncols=True,
+               disable=not cfg.progress)
+    with bar:
+        for epoch in range(cfg.epochs):
+            model.train()
+            started = time.perf_counter()
+            order = torch.randperm(n_pairs, generator=generator)
+            total, batches = 0.0, 0
+            for start in range(0, n_pairs, cfg.batch_size):
+                batch = pairs_t[order[start : start + cfg.batch_size]]  # (B, 2)
+                if len(batch) < 2:
+                    scheduler.step()
+                    bar.update(1)
+                    continue
+                items = torch.cat([batch[:, 0], batch[:, 1]]).numpy()  # (2B,)
+                z = model(*_bags(features, items))  # (2B, D)
+                loss = info_nce(z[: len(batch)], z[len(batch) :], batch[:, 0], batch[:, 1], cfg.temperature)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
                 scheduler.step()
-                continue
-            items = torch.cat([batch[:, 0], batch[:, 1]]).numpy()  # (2B,)
-            z = model(*_bags(features, items))  # (2B, D)
-            loss = info_nce(z[: len(batch)], z[len(batch) :], batch[:, 0], batch[:, 1], cfg.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach())
-            batches += 1
-        entry = {"epoch": epoch + 1, "loss": round(total / max(batches, 1), 5),
-                 "seconds": round(time.perf_counter() - started, 2)}
-        history.append(entry)
-        if log is not None:
-            log(entry)
+                total += float(loss.detach())
+                batches += 1
+                bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{total / batches:.4f}", refresh=False)
+                bar.update(1)
+            entry = {"epoch": epoch + 1, "loss": round(total / max(batches, 1), 5),
+                     "seconds": round(time.perf_counter() - started, 2)}
+            history.append(entry)
+            if log is not None:
+                with tqdm.external_write_mode():  # the bar steps aside while the line is printed
+                    log(entry)
     return encode_items(model, features), history
 
 

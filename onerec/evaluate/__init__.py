@@ -23,6 +23,7 @@ class EvalConfig:
     batch_size: int = 64  # requests per beam-search call
     max_samples: int = 0  # > 0: score only the first N samples (the same N for the model and the baselines)
     threads: int = 2
+    progress: bool = True  # tqdm bars on stderr over the scored samples (running Recall@K in the postfix)
 
     def __post_init__(self) -> None:
         for name in ("m", "beam_size", "batch_size", "threads"):

@@ -13,6 +13,8 @@ Design choices
   Only samples with at least one positive are evaluated; their number is reported.
 - Ties between equal scores are broken by the lower item id (:func:`topk_by_score`), so a score-based
   recommender gives the same list on every run.
+- Progress (``progress=True``; the commands pass ``eval.progress``): a tqdm bar on stderr over the samples,
+  with the running Recall@K of the largest K in its postfix. It only reads the ranked lists.
 """
 
 from __future__ import annotations
@@ -103,15 +105,37 @@ def topk_by_score(scores: "torch.Tensor", k: int) -> np.ndarray:  # noqa: F821 (
     return out
 
 
-def _ranked_lists(recommend: Recommender, history: np.ndarray, k: int, batch_size: int) -> np.ndarray:
-    """Call ``recommend`` over ``history`` in batches and check what it returns. (U, k) int64."""
+def _ranked_lists(
+    recommend: Recommender,
+    history: np.ndarray,
+    k: int,
+    batch_size: int,
+    progress: bool = False,
+    desc: str = "evaluate",
+    live: tuple[str, Callable[[int, np.ndarray], np.ndarray]] | None = None,
+) -> np.ndarray:
+    """Call ``recommend`` over ``history`` in batches and check what it returns. (U, k) int64.
+
+    With ``progress`` a tqdm bar on stderr counts the samples; ``live = (name, values)`` puts the running mean
+    of ``values(start, ranked_batch)`` (one figure per sample of the batch, NaN ignored) in its postfix.
+    """
+    from tqdm import tqdm
+
     parts = []
-    for start in range(0, len(history), batch_size):
-        batch = history[start : start + batch_size]
-        items = np.asarray(recommend(batch, k))
-        if items.shape != (len(batch), k):
-            raise ValueError(f"recommender returned shape {items.shape} for a batch of {len(batch)} and k={k}")
-        parts.append(items.astype(np.int64))
+    total, count = 0.0, 0
+    with tqdm(total=len(history), desc=desc, unit="sample", dynamic_ncols=True, leave=None,
+              disable=not progress) as bar:
+        for start in range(0, len(history), batch_size):
+            batch = history[start : start + batch_size]
+            items = np.asarray(recommend(batch, k))
+            if items.shape != (len(batch), k):
+                raise ValueError(f"recommender returned shape {items.shape} for a batch of {len(batch)} and k={k}")
+            parts.append(items.astype(np.int64))
+            if live is not None and not bar.disable:
+                values = np.asarray(live[1](start, parts[-1]), dtype=np.float64)
+                total, count = total + float(np.nansum(values)), count + int(np.isfinite(values).sum())
+                bar.set_postfix({live[0]: f"{total / max(count, 1):.4f}"}, refresh=False)
+            bar.update(len(batch))
     return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
 
 
@@ -120,9 +144,17 @@ def evaluate_next_item(
     samples: NextItemSet,
     ks: Sequence[int] = (5, 10),
     batch_size: int = 1024,
+    progress: bool = False,
+    desc: str = "evaluate",
 ) -> dict[str, float]:
-    """Leave-one-out Recall@K and NDCG@K (full ranking, one target per user) of ``recommend`` on ``samples``."""
-    ranked = _ranked_lists(recommend, samples.history, max(ks), batch_size)
+    """Leave-one-out Recall@K and NDCG@K (full ranking, one target per user) of ``recommend`` on ``samples``.
+
+    ``progress``: a tqdm bar (``desc``) on stderr with the running Recall@K of the largest K.
+    """
+    top = max(ks)
+    live = (f"recall@{top}",
+            lambda start, items: (metrics.hit_ranks(items, samples.target[start : start + len(items)]) > 0) * 1.0)
+    ranked = _ranked_lists(recommend, samples.history, top, batch_size, progress, desc, live)
     ranks = metrics.hit_ranks(ranked, samples.target)
     out: dict[str, float] = {"n_samples": float(len(ranks))}
     for k in ks:
@@ -137,15 +169,21 @@ def evaluate_next_session(
     m: int,
     ks: Sequence[int] = (10, 50),
     batch_size: int = 256,
+    progress: bool = False,
+    desc: str = "evaluate",
 ) -> dict[str, float]:
     """Session Recall@m / NDCG@m of the first ``m`` ranked items and Recall@K of the first K (EVAL.md §2).
 
-    Samples without positives are dropped; ``n_sessions`` says how many were evaluated.
+    Samples without positives are dropped; ``n_sessions`` says how many were evaluated. ``progress``: a tqdm
+    bar (``desc``) on stderr with the running Recall@K of the largest K.
     """
     keep = np.array([len(p) > 0 for p in samples.positives], dtype=bool)
     history = samples.history[keep]
     positives = [p for p, ok in zip(samples.positives, keep) if ok]
-    ranked = _ranked_lists(recommend, history, max(m, *ks), batch_size)
+    top = max(ks)
+    live = (f"recall@{top}",
+            lambda start, items: metrics.session_recall_values(items, positives[start : start + len(items)], top))
+    ranked = _ranked_lists(recommend, history, max(m, *ks), batch_size, progress, desc, live)
     out: dict[str, float] = {
         "n_sessions": float(len(positives)),
         f"session_recall@{m}": metrics.mean_ignoring_nan(metrics.session_recall_values(ranked, positives, m)),

@@ -12,6 +12,8 @@ Design choices
   (``recall@5``, ``ndcg@5``, ``recall@10``, ``ndcg@10`` for leave-one-out; ``session_recall@m``,
   ``session_ndcg@m``, ``recall@10``, ``ndcg@10``, ``recall@50``, ``ndcg@50`` for sessions) plus the
   generative model's health metrics.
+- Every scoring pass shows a tqdm bar on stderr named after the model and split (``onerec test``), with the
+  running Recall@K; ``eval.progress = false`` turns them off. stdout stays for results (``--json``).
 """
 
 from __future__ import annotations
@@ -75,12 +77,16 @@ def evaluation_set(data_dir: Path, cfg: EvalConfig) -> EvaluationSet:
     return EvaluationSet(protocol, n_items, train, _cap(valid, cfg.max_samples), _cap(test, cfg.max_samples), n)
 
 
-def score(recommend: protocols.Recommender, evset: EvaluationSet, split: str, cfg: EvalConfig) -> dict[str, float]:
-    """The protocol's metrics of ``recommend`` on ``split`` of ``evset``."""
+def score(recommend: protocols.Recommender, evset: EvaluationSet, split: str, cfg: EvalConfig,
+          name: str = "") -> dict[str, float]:
+    """The protocol's metrics of ``recommend`` on ``split`` of ``evset``; a progress bar ``"{name} {split}"``
+    on stderr unless ``eval.progress = false``."""
     samples = evset.valid if split == "valid" else evset.test
+    bar = {"progress": cfg.progress, "desc": f"{name} {split}".strip()}
     if evset.protocol == "loo":
-        return protocols.evaluate_next_item(recommend, samples, cfg.ks("loo"), batch_size=cfg.batch_size)
-    return protocols.evaluate_next_session(recommend, samples, cfg.m, cfg.ks("session"), batch_size=cfg.batch_size)
+        return protocols.evaluate_next_item(recommend, samples, cfg.ks("loo"), batch_size=cfg.batch_size, **bar)
+    return protocols.evaluate_next_session(recommend, samples, cfg.m, cfg.ks("session"), batch_size=cfg.batch_size,
+                                           **bar)
 
 
 def train_baseline(kind: str, data_dir: Path, out: Path, cfg: EvalConfig, sasrec_cfg: Any = None, log=print) -> dict:
@@ -111,7 +117,7 @@ def train_baseline(kind: str, data_dir: Path, out: Path, cfg: EvalConfig, sasrec
         sub = EvaluationSet(evset.protocol, evset.n_items, [], _subset(evset.valid, sub_idx), evset.test, evset.max_history)
         net, summary = sasrec.fit(
             evset.train_sequences, evset.n_items, sasrec_cfg,
-            validate=lambda rec: score(rec, sub, "valid", cfg)["ndcg@10"],
+            validate=lambda rec: score(rec, sub, "valid", cfg, "sasrec")["ndcg@10"],
             log=lambda row: log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())),
         )
         recommend = sasrec.SASRecRecommender(net)
@@ -121,8 +127,8 @@ def train_baseline(kind: str, data_dir: Path, out: Path, cfg: EvalConfig, sasrec
                     best_epoch=summary["best_epoch"], history=summary["history"])
     else:
         raise OnerecError(f"unknown baseline {kind!r} (popularity | sasrec)")
-    info["valid"] = score(recommend, evset, "valid", cfg)
-    info["test"] = score(recommend, evset, "test", cfg)
+    info["valid"] = score(recommend, evset, "valid", cfg, kind)
+    info["test"] = score(recommend, evset, "test", cfg, kind)
     with atomic_dir(Path(out)) as tmp:
         save_file(tensors, str(tmp / weights))
         write_json(tmp / BASELINE_JSON, info)
@@ -190,12 +196,13 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
     }
     t0 = time.perf_counter()
     gen = GenerativeRecommender(model, cfg.beam_size, m)
-    result["models"]["onerec"] = score(gen, evset, cfg.split, cfg) | gen.health() | {"eval_seconds": time.perf_counter() - t0}
+    result["models"]["onerec"] = score(gen, evset, cfg.split, cfg, "onerec") | gen.health() | {"eval_seconds": time.perf_counter() - t0}
     log(f"onerec: {result['models']['onerec']}")
-    result["models"]["popularity"] = score(Popularity.fit(evset.train_sequences, evset.n_items), evset, cfg.split, cfg)
+    result["models"]["popularity"] = score(Popularity.fit(evset.train_sequences, evset.n_items), evset, cfg.split, cfg,
+                                           "popularity")
     for path, (recommend, binfo) in zip(baselines, loaded):
         name = BASELINE_NAMES.get(binfo["kind"], binfo["kind"])
-        result["models"][name] = score(recommend, evset, cfg.split, cfg) | {"train_seconds": binfo.get("train_seconds")}
+        result["models"][name] = score(recommend, evset, cfg.split, cfg, name) | {"train_seconds": binfo.get("train_seconds")}
         log(f"{name}: {result['models'][name]}")
     write_json(run / "metrics.json", result)
     return result

@@ -85,6 +85,7 @@ class RewardConfig:
     test_split: str = "test"
     seed: int = 0
     threads: int = 1  # 1 is fastest for this small model on a shared 2-core machine
+    progress: bool = True  # tqdm bar on stderr (rank 0) over the training batches (epoch, running loss, valid loss)
     # parallelism (onerec.reward.parallel): > 0, or under torchrun, trains with the world-size-free loop
     micro_batch_size: int = 0  # sessions per forward on one rank; 0 = batch_size / world size
     strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2)

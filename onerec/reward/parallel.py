@@ -25,6 +25,8 @@ Design choices
 - Logged per epoch, identical on every rank: the train loss (sum over micro-batches of loss x sessions,
   all-reduced, over the sessions trained) and the valid loss; ``echo`` is called on rank 0 only. The model
   ends on the CPU with the final weights on every rank, so rank 0 saves it and any rank can score.
+- Progress: rank 0's ``TrainProgress`` bar (stderr) counts optimizer steps, its running loss is rank 0's own
+  micro-batches (no extra collective); the echoed epoch line carries the all-reduced figures.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from onerec.io import OnerecError
 from onerec.reward import RewardConfig
 from onerec.reward.data import Labels, SessionTable
 from onerec.reward.model import RewardModel
-from onerec.reward.train import _batch, batch_loss
+from onerec.reward.train import TrainProgress, _batch, batch_loss
 from onerec.train import micro_seed
 
 
@@ -101,7 +103,8 @@ def fit_parallel(model: RewardModel, table: SessionTable, labels: Labels, train:
     towers = model.towers
     log: list[dict[str, float]] = []
     step = 0
-    with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
+    progress = TrainProgress(config, info, config.epochs * (len(train) // config.batch_size), echo)
+    with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []), progress:
         model.init_weights(torch.Generator().manual_seed(config.seed))
         wrapped = D.wrap_model(copy.deepcopy(model) if info.distributed else model, info, config.strategy,
                                broadcast_buffers=False)
@@ -126,6 +129,7 @@ def fit_parallel(model: RewardModel, table: SessionTable, labels: Labels, train:
                 torch.nn.utils.clip_grad_norm_(wrapped.parameters(), 1.0)
                 opt.step()
                 step += 1
+                progress.batch(epoch, float(sums[0] / sums[1]))
             totals = D.all_reduce_sum(sums.to(device)).cpu()
             entry = {"epoch": epoch, "train_loss": float(totals[0] / totals[1]), "seconds": time.time() - t0}
             if len(valid):
@@ -134,8 +138,7 @@ def fit_parallel(model: RewardModel, table: SessionTable, labels: Labels, train:
                     best = entry["valid_loss"]
                     best_state = {k: v.clone() for k, v in D.full_model_state(wrapped).items()}
             log.append(entry)
-            if echo is not None and info.is_main:
-                echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
+            progress.epoch(entry)
         if best_state is not None:
             D.load_model_state(wrapped, best_state)
         if info.distributed:  # the wrapped copy's weights into ``model``, on every rank

@@ -15,12 +15,16 @@ Design choices
 - ``onerec reward train`` runs alone or under ``torchrun``: with several ranks (or ``micro_batch_size`` > 0,
   or a GPU) ``fit`` hands over to the world-size-free loop of ``onerec.reward.parallel`` (DDP or FSDP2,
   ``reward.strategy``); rank 0 alone echoes and writes the model directory.
+- Progress (:class:`TrainProgress`, both loops): a tqdm bar on stderr over the training batches, rank 0 only,
+  with the epoch, the running train loss and the last valid loss; ``reward.progress = false`` turns it off.
+  The bar draws no random numbers, so the trained weights are the same with or without it.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -116,6 +120,43 @@ def _batch(table: SessionTable, labels: Labels, rows: np.ndarray, towers: list[s
     }
 
 
+class TrainProgress:
+    """Rank 0's view of training: a tqdm bar over ``total`` batches on stderr and one echoed line per epoch.
+
+    The bar is silent on other ranks and with ``reward.progress = false``; ``echo`` is used on rank 0 only.
+    """
+
+    def __init__(self, config: RewardConfig, info: D.DistInfo, total: int,
+                 echo: Callable[[str], None] | None = None) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc="reward" if config.attention else "reward (pointwise)", unit="batch",
+                        dynamic_ncols=True, disable=not (config.progress and info.is_main))
+        self.echo = echo if info.is_main else None
+        self.shown: dict[str, Any] = {}
+
+    def __enter__(self) -> TrainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def batch(self, epoch: int, mean_loss: float) -> None:
+        """One training batch done; ``mean_loss`` is the epoch's running mean."""
+        self.shown.update(epoch=epoch, loss=f"{mean_loss:.4f}")
+        self.bar.set_postfix(self.shown, refresh=False)
+        self.bar.update(1)
+
+    def epoch(self, entry: dict[str, float]) -> None:
+        """An epoch's log ``entry``: its valid loss into the postfix, the whole entry as one echoed line."""
+        if "valid_loss" in entry:
+            self.shown["valid_loss"] = f"{entry['valid_loss']:.4f}"
+            self.bar.set_postfix(self.shown)
+        if self.echo is not None:
+            with self.bar.external_write_mode():  # the bar steps aside while the line is printed
+                self.echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
+
+
 def batch_loss(model: RewardModel, batch: dict[str, Any], item_weight: float,
                id_drop: tuple | None = None, user_drop: torch.Tensor | None = None) -> torch.Tensor:
     """L_RM = Σ_t BCE(session_t) + item_weight · Σ_t BCE(item_t), NaN labels masked."""
@@ -142,7 +183,8 @@ def fit(model: RewardModel, table: SessionTable, labels: Labels, train: np.ndarr
         return fit_parallel(model, table, labels, train, valid, config, info, echo)
     gen = torch.Generator().manual_seed(config.seed)
     log = []
-    with torch.random.fork_rng(devices=[]):
+    progress = TrainProgress(config, info, config.epochs * math.ceil(len(train) / config.batch_size), echo)
+    with torch.random.fork_rng(devices=[]), progress:
         torch.manual_seed(config.seed)
         model.init_weights(gen)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -163,14 +205,14 @@ def fit(model: RewardModel, table: SessionTable, labels: Labels, train: np.ndarr
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
                 total, n = total + float(loss.detach()) * len(rows), n + len(rows)
+                progress.batch(epoch, total / n)
             entry = {"epoch": epoch, "train_loss": total / max(n, 1), "seconds": time.time() - t0}
             if len(valid):
                 entry["valid_loss"] = evaluate_loss(model, table, labels, valid, config)
                 if entry["valid_loss"] < best:
                     best, best_state = entry["valid_loss"], copy.deepcopy(model.state_dict())
             log.append(entry)
-            if echo is not None:
-                echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
+            progress.epoch(entry)
         if best_state is not None:
             model.load_state_dict(best_state)
     model.eval()

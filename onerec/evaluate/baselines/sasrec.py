@@ -16,6 +16,8 @@ Design choices
   the first epoch that ends past the budget, which is then evaluated too.
 - Seeds: one ``torch.Generator`` for initialisation, shuffling and dropout masks derive from it too
   (``torch.manual_seed`` is called with the config seed because dropout has no generator argument).
+- Progress: one tqdm bar on stderr over every training batch of every epoch, the epoch, its running mean
+  loss and the last validation NDCG@10 in the postfix; ``sasrec.progress = false`` silences it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from onerec.config import ConfigError
 
@@ -50,6 +53,7 @@ class SASRecConfig:
     seed: int = 0
     threads: int = 2
     time_budget_s: float = 0.0  # > 0: stop after the first epoch that ends past this many seconds
+    progress: bool = True  # tqdm bar on stderr over the training batches (epoch, running loss, valid NDCG@10)
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "ffn_mult", "max_len", "batch_size", "epochs", "eval_every", "threads"):
@@ -186,8 +190,12 @@ class SASRecRecommender:
         return topk_by_score(self.model.scores(hidden), k)
 
 
-def train_epoch(model: SASRec, windows: torch.Tensor, opt: torch.optim.Optimizer, batch_size: int, generator: torch.Generator) -> float:
-    """One pass over shuffled ``windows`` (W, T+1); full-softmax CE at every real position. Mean loss."""
+def train_epoch(model: SASRec, windows: torch.Tensor, opt: torch.optim.Optimizer, batch_size: int,
+                generator: torch.Generator, on_batch: Callable[[float], None] | None = None) -> float:
+    """One pass over shuffled ``windows`` (W, T+1); full-softmax CE at every real position. Mean loss.
+
+    ``on_batch`` (the progress bar) gets the running mean loss after each batch.
+    """
     model.train()
     perm = torch.randperm(len(windows), generator=generator)
     total, count = 0.0, 0
@@ -203,6 +211,8 @@ def train_epoch(model: SASRec, windows: torch.Tensor, opt: torch.optim.Optimizer
         opt.step()
         total += loss.item() * len(hidden)
         count += len(hidden)
+        if on_batch is not None:
+            on_batch(total / max(count, 1))
     return total / max(count, 1)
 
 
@@ -229,23 +239,37 @@ def fit(
     history = []
     t0 = time.perf_counter()
     epoch = 0
-    for epoch in range(1, cfg.epochs + 1):
-        loss = train_epoch(model, windows, opt, cfg.batch_size, gen)
-        row = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0}
-        out_of_time = cfg.time_budget_s > 0 and row["seconds"] > cfg.time_budget_s
-        if validate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time):
-            score = validate(SASRecRecommender(model))
-            row["valid_ndcg@10"] = score
-            if score > best_score:
-                best_score, best_epoch, bad = score, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad += 1
-        history.append(row)
-        if log is not None:
-            log(row)
-        if (validate is not None and bad > cfg.patience) or out_of_time:
-            break
+    bar = tqdm(total=cfg.epochs * math.ceil(len(windows) / cfg.batch_size), desc="sasrec", unit="batch",
+               dynamic_ncols=True, disable=not cfg.progress)
+    shown: dict[str, str] = {}
+
+    def tick(mean_loss: float) -> None:
+        shown["loss"] = f"{mean_loss:.4f}"
+        bar.set_postfix(shown, refresh=False)
+        bar.update(1)
+
+    with bar:
+        for epoch in range(1, cfg.epochs + 1):
+            shown["epoch"] = str(epoch)
+            loss = train_epoch(model, windows, opt, cfg.batch_size, gen, tick)
+            row = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0}
+            out_of_time = cfg.time_budget_s > 0 and row["seconds"] > cfg.time_budget_s
+            if validate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time):
+                score = validate(SASRecRecommender(model))
+                row["valid_ndcg@10"] = score
+                shown["valid_ndcg@10"] = f"{score:.4f}"
+                bar.set_postfix(shown)
+                if score > best_score:
+                    best_score, best_epoch, bad = score, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    bad += 1
+            history.append(row)
+            if log is not None:
+                with tqdm.external_write_mode():  # the bar steps aside while the line is printed
+                    log(row)
+            if (validate is not None and bad > cfg.patience) or out_of_time:
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
