@@ -1,6 +1,7 @@
 """Serving load test: a bounded load generator against the real HTTP server on loopback.
 
-    .venv/bin/python benchmarks/bench_serve.py [--run RUN] [--requests 5000] [--concurrency 1 8 32]
+    .venv/bin/python benchmarks/bench_serve.py [--run RUN] [--requests 5000] [--requests-no-batching 500]
+        [--concurrency 1 8 32]
 
 Without ``--run`` it writes a run directory holding a ``small``-config model (configs/small.toml, random
 weights: latency depends on the shapes, not the values) over a catalogue of ``--items`` items with 3-level
@@ -120,7 +121,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path)
     parser.add_argument("--items", type=int, default=3000)
-    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--requests", type=int, default=5000, help="requests per row with micro-batching")
+    parser.add_argument("--requests-no-batching", type=int, default=0,
+                        help="requests per row without micro-batching (0 = --requests); those rows only set the "
+                             "baseline throughput, so fewer keep the run short")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--n-items", type=int, default=10)
     parser.add_argument("--beam", type=int, default=16)
@@ -139,7 +143,8 @@ def main() -> None:
                 for conc in args.concurrency:
                     if max_batch == 1 and conc not in (1, max(args.concurrency)):
                         continue
-                    stats = asyncio.run(load(base, args.requests, conc, args.n_items, args.beam, catalogue, seed=conc))
+                    n = args.requests if max_batch > 1 else (args.requests_no_batching or args.requests)
+                    stats = asyncio.run(load(base, n, conc, args.n_items, args.beam, catalogue, seed=conc))
                     rows.append({"setting": label, **stats})
                     print(json.dumps(rows[-1]), flush=True)
             finally:
@@ -155,7 +160,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['setting']:<16}{r['concurrency']:>6}{r['requests']:>7}{r['errors']:>5}"
               f"{r['p50_ms']:>9}{r['p99_ms']:>9}{r['throughput_rps']:>8}")
-    print(f"throughput micro-batching / none at concurrency {top}: {summary[f'speedup_at_{top}']}x")
+    print(f"throughput micro-batching / none at concurrency {top}: {summary[f'speedup_at_{top}']}x; "
+          f"{sum(r['errors'] for r in rows)} errors over {sum(r['requests'] for r in rows)} requests")
     if args.out:
         args.out.write_text(json.dumps(summary, indent=2))
 
