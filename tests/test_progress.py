@@ -153,3 +153,29 @@ def test_pipeline_passes_progress_and_keeps_fingerprints(tmp_path: Path, monkeyp
             assert load_section(cls, section, path, sets).progress is False, f"{section}.progress on in {argv}"
         checked.add(key)
     assert checked == set(tables), f"stage commands not seen: {set(tables) - checked}"
+
+
+def test_align_bar(tiny_pipeline_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A DPO round: steps with the NTP and preference losses on stderr; the same weights either way."""
+    from onerec.align.dpo import AlignConfig, load_policy, train_round
+    from onerec.batching import SampleTable, seed_samples
+    from tests.align.test_dpo import _pairs
+
+    data = tiny_pipeline_run / "data"
+    pairs = _pairs(tiny_pipeline_run)
+    samples = pl.read_parquet(data / "samples.parquet")
+    sessions = pl.read_parquet(data / "sessions.parquet", columns=["session", "high_quality"])
+    table = SampleTable.from_frame(seed_samples(samples, sessions, "train"))
+    cfg = AlignConfig(steps=4, lr=3e-3, batch_size=8, pair_batch_size=8, beta=0.5)
+    states = []
+    for progress in (True, False):
+        policy, _, _, _ = load_policy(tiny_pipeline_run / "model")
+        capsys.readouterr()
+        train_round(policy, pairs, table, dataclasses.replace(cfg, progress=progress), round_index=1,
+                    log=lambda _: None)
+        if progress:
+            _bar_on_stderr(capsys, "align round 1", "pref_loss=")
+        else:
+            _silent(capsys)
+        states.append(policy.state_dict())
+    _same_state(*states)

@@ -78,6 +78,7 @@ class AlignConfig:
     seed: int = 0
     micro_batch_size: int = 0  # NTP samples per forward on one rank (pairs in proportion); 0 = batch_size / world
     strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the policy
+    progress: bool = True  # tqdm bar over each round's optimizer steps on stderr (rank 0)
     device: Literal["cpu", "auto", "cuda"] = "cpu"  # training device; cuda/auto: GPU when there is one (NCCL)
 
     def __post_init__(self) -> None:
@@ -206,6 +207,10 @@ def train_round(policy: Any, pairs: pl.DataFrame, ntp_table: Any, cfg: AlignConf
                             lr=cfg.lr)
     history_log = []
     wrapped.train()
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, desc=f"align round {round_index}", unit="step", dynamic_ncols=True,
+               disable=not (cfg.progress and info.is_main))
     for step in range(cfg.steps):
         ntp_idx = gen.integers(0, len(ntp_table), cfg.batch_size)
         pair_idx = gen.integers(0, len(hist), cfg.pair_batch_size) if use_pairs else None
@@ -232,9 +237,12 @@ def train_round(policy: Any, pairs: pl.DataFrame, ntp_table: Any, cfg: AlignConf
         if pair_idx is not None:
             row.update({"pref_loss": float(means[1]), "margin": float(means[2]), "pair_accuracy": float(means[3])})
         history_log.append(row)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"}, refresh=False)
+        bar.update(1)
         if info.is_main and (step % max(1, cfg.steps // 5) == 0 or step == cfg.steps - 1):
             log("  round {} step {:>4}: ".format(round_index, step)
                 + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "step"))
+    bar.close()
     if info.distributed:  # the wrapped copy's (gathered) weights into ``policy``, on every rank
         shard = cfg.strategy == "fsdp"
         state = D.broadcast_object(D.full_model_state(wrapped)) if shard else D.unwrap(wrapped).state_dict()
