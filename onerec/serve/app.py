@@ -28,7 +28,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from onerec.io import OnerecError
 from onerec.serve.engine import Engine, MicroBatcher, Query, ServeConfig, Snapshot, checkpoint_fingerprint, load_snapshot
@@ -45,6 +45,8 @@ class RecommendRequest(BaseModel):
     n_items: StrictInt | None = None
     beam_size: StrictInt | None = None
     exclude: list[StrictStr | StrictInt] = Field(default_factory=list)
+    # also never recommend the (known) history items; None = serve.exclude_history
+    exclude_history: StrictBool | None = None
 
 
 class RecommendResponse(BaseModel):
@@ -191,6 +193,14 @@ def create_app(run_dir: str | Path, config: ServeConfig | None = None) -> FastAP
         window = min(config.max_history or snap.window, snap.window)
         truncated = history.size > window
         exclude = np.asarray([index[str(v)] for v in body.exclude if str(v) in index], dtype=np.int64)
+        drop_history = config.exclude_history if body.exclude_history is None else body.exclude_history
+        if drop_history and history.size:
+            both = np.union1d(exclude, history)
+            if snap.n_items - both.size < n_items:
+                metrics.requests.labels("bad_request").inc()
+                raise HTTPException(422, f"exclude_history: history and exclude leave fewer than n_items={n_items} "
+                                         "items to recommend")
+            exclude = both
         try:
             answer = await batcher.submit(Query(history=history[-window:], n_items=n_items, beam_size=beam,
                                                 exclude=exclude))

@@ -48,6 +48,7 @@ class ServeConfig:
     max_beam_size: int = 128
     max_history: int = 0  # 0 = the model's own window; longer histories keep their most recent items
     max_exclude: int = 1000
+    exclude_history: bool = False  # default of a request's ``exclude_history`` (never re-recommend its history)
     max_body_bytes: int = 262_144
     reload_poll_s: float = 2.0  # how often to look for a new checkpoint in the run directory; 0 = never
     threads: int = 0  # torch intra-op threads for generation; 0 = leave torch's default (all cores)

@@ -72,6 +72,24 @@ def test_recommend_valid_distinct_items(server) -> None:
     assert 'onerec_requests_total{outcome="ok"}' in metrics and "onerec_request_latency_seconds_bucket" in metrics
 
 
+def test_exclude_history_never_recommends_the_history(server) -> None:
+    """With exclude_history the session holds no history item; without it the flag changes nothing else."""
+    base, _ = server
+    history = [f"v{i}" for i in range(40)]  # 40 of 60 items: a model that ignored the flag would hit one
+    for flag in (True, False):
+        r = httpx.post(f"{base}/v1/recommend", json={"history": history, "n_items": 8, "beam_size": 8,
+                                                     "exclude_history": flag}, timeout=30)
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        assert len(set(items)) == 8, items
+        if flag:
+            assert not set(items) & set(history), f"history items recommended: {set(items) & set(history)}"
+    too_many = [f"v{i}" for i in range(N_ITEMS - 2)]
+    r = httpx.post(f"{base}/v1/recommend", json={"history": too_many, "n_items": 5, "exclude_history": True},
+                   timeout=30)
+    assert r.status_code == 422 and "exclude_history" in r.text, r.text
+
+
 @pytest.mark.parametrize(
     "payload, status",
     [
