@@ -22,6 +22,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from onerec.io import OnerecError
+
 
 @dataclass(frozen=True)
 class Ragged:
@@ -113,13 +115,18 @@ def collate(
     }
 
 
-def seed_samples(samples: pl.DataFrame, sessions: pl.DataFrame | None, split: str) -> pl.DataFrame:
-    """The samples of ``split`` that train/validate the seed model (high-quality sessions or windows).
+def seed_samples(samples: pl.DataFrame, sessions: pl.DataFrame | None, split: str,
+                 rule: str = "high_quality") -> pl.DataFrame:
+    """The samples of ``split`` that train/validate the seed model: ``rule = "high_quality"`` keeps
+    high-quality sessions and windows (ONEREC.md), ``"all"`` every session (for logs where the paper's filter
+    leaves too little, e.g. KuaiRand-Pure: 640 of 43,150 training sessions with a positive).
 
     Samples without any target item are dropped (nothing to predict).
     """
+    if rule not in ("high_quality", "all"):
+        raise OnerecError(f"seed-sample rule must be 'high_quality' or 'all', got {rule!r}")
     rows = samples.filter(pl.col("split") == split)
-    if sessions is not None and "high_quality" in sessions.columns:
+    if rule == "high_quality" and sessions is not None and "high_quality" in sessions.columns:
         good = sessions.filter(pl.col("high_quality"))["session"]
         rows = rows.filter((pl.col("session") == -1) | pl.col("session").is_in(good.implode()))
     return rows.filter(pl.col("target").list.len() > 0).sort("sample")

@@ -67,6 +67,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch threads per rank; 0 = leave torch's default (torchrun sets 1)
     progress: bool = True  # tqdm bar on rank 0
+    seed_sessions: Literal["high_quality", "all"] = "high_quality"  # which sessions train M_0 (windows always)
     tensorboard: bool = True  # scalars in RUN/tb (rank 0)
 
     def __post_init__(self) -> None:
@@ -222,7 +223,9 @@ def fit(
         raise OnerecError(f"train: {err}") from None
     steps_per_epoch = len(train) // cfg.batch_size
     if steps_per_epoch == 0:
-        raise OnerecError(f"train split has {len(train)} samples, fewer than train.batch_size={cfg.batch_size}")
+        raise OnerecError(f"train split has {len(train)} samples, fewer than train.batch_size={cfg.batch_size}"
+                          + (" (only high-quality sessions train M_0: relax the data.hq_* rules or set "
+                             "train.seed_sessions=all)" if cfg.seed_sessions == "high_quality" else ""))
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     eval_every = cfg.eval_every or steps_per_epoch
     save_every = cfg.save_every or eval_every
@@ -347,7 +350,8 @@ def fit(
 
 
 # ----------------------------------------------------------------------------- command
-def _read_split_tables(data: Path, max_item: int) -> tuple[SampleTable, SampleTable | None]:
+def _read_split_tables(data: Path, max_item: int, rule: str = "high_quality"
+                       ) -> tuple[SampleTable, SampleTable | None]:
     """The seed model's train/valid samples of a data directory (docs/ARCHITECTURE.md §1)."""
     import polars as pl
 
@@ -361,8 +365,8 @@ def _read_split_tables(data: Path, max_item: int) -> tuple[SampleTable, SampleTa
     sessions = None
     if (data / "sessions.parquet").is_file():
         sessions = pl.read_parquet(data / "sessions.parquet", columns=["session", "high_quality"])
-    train = SampleTable.from_frame(seed_samples(samples, sessions, "train"))
-    valid_rows = seed_samples(samples, sessions, "valid")
+    train = SampleTable.from_frame(seed_samples(samples, sessions, "train", rule))
+    valid_rows = seed_samples(samples, sessions, "valid", rule)
     valid = SampleTable.from_frame(valid_rows) if len(valid_rows) else None
     for name, table in (("train", train), ("valid", valid)):
         if table is not None and table.max_item() > max_item:
@@ -416,7 +420,7 @@ def prepare_run(data: Path, tokenizer: Path, config: Path | None, out: Path, emb
     if n_items != semantic_ids.n_items:
         raise OnerecError(f"{items_path} has {n_items} items but the tokenizer {tokenizer} has "
                           f"{semantic_ids.n_items}: data and tokenizer come from different item sets")
-    train, valid = _read_split_tables(data, semantic_ids.n_items - 1)
+    train, valid = _read_split_tables(data, semantic_ids.n_items - 1, cfg.seed_sessions)
     item_embeddings = None
     if emb is not None:
         item_embeddings = _read_embeddings(Path(emb))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 import torch
 
 from onerec.batching import SampleTable, collate, seed_samples
+from onerec.io import OnerecError
 
 
 def _frame() -> pl.DataFrame:
@@ -52,3 +54,7 @@ def test_seed_samples_keep_high_quality_sessions_and_windows() -> None:
     sessions = pl.DataFrame({"session": [10, 11, 12], "high_quality": [True, False, True]})
     kept = seed_samples(_frame(), sessions, "train")["sample"].to_list()
     assert kept == [0, 2], f"kept samples {kept}, want [0, 2]"
+    every = seed_samples(_frame(), sessions, "train", rule="all")["sample"].to_list()
+    assert every == [0, 1, 2], f"rule 'all' kept {every}, want every train sample with a target"
+    with pytest.raises(OnerecError, match="seed-sample rule"):
+        seed_samples(_frame(), sessions, "train", rule="best")
