@@ -8,7 +8,8 @@ import typer
 
 
 def align_command(
-    run: Path = typer.Option(..., "--run", help="seed run directory (M_0), written by `onerec train`"),
+    run: Path = typer.Option(..., "--run", "--seed-run",
+                             help="seed run directory (M_0), written by `onerec train` (--seed-run: same, for torchrun)"),
     rm: Path = typer.Option(..., "--rm", help="reward model directory (`onerec reward train`)"),
     data: Path = typer.Option(..., "--data", help="data directory (`onerec data prepare`)"),
     out: Path = typer.Option(..., "--out", help="alignment directory: round_<t>/, LATEST, metrics.json"),
@@ -19,8 +20,9 @@ def align_command(
 ) -> None:
     """Iterative preference alignment: M_t samples N sessions per user, the RM picks best/worst, M_{t+1} trains on NTP + λ·DPO.
 
-    Also under `torchrun --nproc_per_node=N -m onerec.cli -- align --run ...` (`--` keeps torchrun from reading
-    --run as its --run-path; align.strategy ddp or fsdp): rank 0 samples, evaluates and writes; every rank trains."""
+    Also under `torchrun --nproc_per_node=N -m onerec.cli align --seed-run ...` (torchrun would read `--run` as
+    its own --run-path; `--seed-run` is the same option, or put `--` before `align`; align.strategy ddp or fsdp):
+    rank 0 samples, evaluates and writes; every rank trains."""
     from onerec.align.dpo import AlignConfig, run_alignment
     from onerec.config import load_section
     from onerec.dist import env_rank_world
