@@ -278,6 +278,14 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def copy_back(wrapped: nn.Module, target: nn.Module, strategy: Strategy, prefix: str = "") -> None:
+    """The trained weights of ``wrapped`` (a wrapped copy of ``target``, or of a module holding it under
+    ``prefix``) into ``target``, on every rank: gathered and broadcast under FSDP2, each rank's replica under DDP.
+    Collective under FSDP2: every rank calls it."""
+    state = broadcast_object(full_model_state(wrapped)) if strategy == "fsdp" else unwrap(wrapped).state_dict()
+    target.load_state_dict({k.removeprefix(prefix): v for k, v in state.items()}, strict=True)
+
+
 def main_only(fn: Callable[[], T]) -> T:
     """``fn()`` run on rank 0 alone, its (picklable) result handed to every rank; the others wait for it.
 

@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from onerec import checkpoint as ckpt
 from onerec import dist as D
@@ -207,8 +208,6 @@ def train_round(policy: Any, pairs: pl.DataFrame, ntp_table: Any, cfg: AlignConf
                             lr=cfg.lr)
     history_log = []
     wrapped.train()
-    from tqdm import tqdm
-
     bar = tqdm(total=cfg.steps, desc=f"align round {round_index}", unit="step", dynamic_ncols=True,
                disable=not (cfg.progress and info.is_main))
     for step in range(cfg.steps):
@@ -243,10 +242,8 @@ def train_round(policy: Any, pairs: pl.DataFrame, ntp_table: Any, cfg: AlignConf
             log("  round {} step {:>4}: ".format(round_index, step)
                 + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "step"))
     bar.close()
-    if info.distributed:  # the wrapped copy's (gathered) weights into ``policy``, on every rank
-        shard = cfg.strategy == "fsdp"
-        state = D.broadcast_object(D.full_model_state(wrapped)) if shard else D.unwrap(wrapped).state_dict()
-        policy.load_state_dict({k.removeprefix("policy."): v for k, v in state.items()}, strict=True)
+    if info.distributed:  # the wrapped copy's weights into ``policy``, on every rank
+        D.copy_back(wrapped, policy, cfg.strategy, prefix="policy.")
     policy.cpu().eval()
     return history_log
 

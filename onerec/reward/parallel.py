@@ -142,8 +142,6 @@ def fit_parallel(model: RewardModel, table: SessionTable, labels: Labels, train:
         if best_state is not None:
             D.load_model_state(wrapped, best_state)
         if info.distributed:  # the wrapped copy's weights into ``model``, on every rank
-            shard = config.strategy == "fsdp"
-            state = D.broadcast_object(D.full_model_state(wrapped)) if shard else D.unwrap(wrapped).state_dict()
-            model.load_state_dict(state, strict=True)
+            D.copy_back(wrapped, model, config.strategy)
     model.cpu().eval()
     return log
