@@ -40,7 +40,7 @@ def report_command(
 
 
 def pipeline_command(
-    config: Annotated[Path, typer.Option("--config", help="TOML file with a [pipeline] table and stage tables.")],
+    config: Annotated[Path, typer.Option("--config", help="TOML file with a \\[pipeline] table and stage tables.")],
     out: Annotated[Path, typer.Option("--out", help="Run directory (one subdirectory per stage).")],
     from_stage: Annotated[str | None, typer.Option("--from", help="Rerun this stage and every stage after it.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.epochs=2.")] = None,

@@ -12,7 +12,7 @@ def train(
     data: Path = typer.Option(..., "--data", help="data directory (samples.parquet, sessions.parquet, items.parquet)"),
     tokenizer: Path = typer.Option(..., "--tokenizer", help="tokenizer directory (codes.parquet, tokenizer.json)"),
     out: Path = typer.Option(..., "--out", help="run directory to write (or to continue with --resume)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with [model] and [train] tables"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with \\[model] and \\[train] tables"),
     emb: Optional[Path] = typer.Option(None, "--emb", help="item embeddings directory (embeddings.safetensors)"),
     overrides: list[str] = typer.Option([], "--set", help="section.key=value, repeatable"),
     resume: bool = typer.Option(False, "--resume", help="continue RUN exactly from RUN/state"),

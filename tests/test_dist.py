@@ -111,3 +111,37 @@ def test_two_rank_checkpoint_resumes_on_one_process(root: Path) -> None:
     steps_r, resumed = _losses(root / "cut_2")
     assert steps_r == steps, f"resumed log has steps {steps_r}"
     torch.testing.assert_close(resumed, single, **TOL, msg=lambda m: f"2 -> 1 rank resume differs: {m}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_node_launch_matches_single_process(root: Path) -> None:
+    """The README's multi-node command (c10d rendezvous, one agent per node) on two 'nodes' of this machine:
+    `onerec train` trains as one process with the same global batch does."""
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sets = [a for o in OVERRIDES for a in ("--set", o)]
+    agents = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+             f"--node_rank={node}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+             "--rdzv-id=onerec-test", "-m", "onerec.cli", "train", "--data", str(root / "data"),
+             "--tokenizer", str(root / "tok"), "--config", str(root / "tiny_train.toml"),
+             "--out", str(root / "two_node"), *sets],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for node in (0, 1)
+    ]
+    outs = [a.communicate(timeout=300) for a in agents]
+    for node, (a, (out, err)) in enumerate(zip(agents, outs)):
+        assert a.returncode == 0, f"node {node} failed:\n{out[-2000:]}\n{err[-4000:]}"
+    steps, single = _losses(root / "single")
+    steps2, two_node = _losses(root / "two_node")
+    assert steps2 == steps, f"logged steps {steps2}"
+    torch.testing.assert_close(two_node, single, **TOL, msg=lambda m: f"2-node loss curve differs: {m}")

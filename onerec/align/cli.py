@@ -15,7 +15,7 @@ def align_command(
     out: Path = typer.Option(..., "--out", help="alignment directory: round_<t>/, LATEST, metrics.json"),
     world: Path = typer.Option(None, "--world", help="simulator world: also report the judge's true reward"),
     shards: Path = typer.Option(None, "--shards", help="read pairs from sampling-server shards instead of sampling here"),
-    config: Path = typer.Option(None, "--config", help="TOML file with an [align] table"),
+    config: Path = typer.Option(None, "--config", help="TOML file with an \\[align] table"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. align.beta=0.2"),
 ) -> None:
     """Iterative preference alignment: M_t samples N sessions per user, the RM picks best/worst, M_{t+1} trains on NTP + λ·DPO.
@@ -47,7 +47,7 @@ def sample_server_command(
     rm: Path = typer.Option(..., "--rm", help="reward model directory"),
     data: Path = typer.Option(..., "--data", help="data directory (users are drawn from its training split)"),
     out: Path = typer.Option(..., "--out", help="shard directory (shared with the trainer)"),
-    config: Path = typer.Option(None, "--config", help="TOML file with an [align] table (n_beams, session_len)"),
+    config: Path = typer.Option(None, "--config", help="TOML file with an \\[align] table (n_beams, session_len)"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. align.n_beams=64"),
     shard_users: int = typer.Option(64, "--shard-users", help="users per shard"),
     max_users: int = typer.Option(0, "--max-users", help="users per policy version (0 = all training users)"),

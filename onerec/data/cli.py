@@ -37,7 +37,7 @@ def prepare_cmd(
     source: str = typer.Option(None, "--source", help="kuairand | amazon | movielens | csv (default: config)"),
     input: Path = typer.Option(None, "--input", help="dataset folder (default: data.input of the config)"),
     out: Path = typer.Option(..., "--out", help="data directory to write"),
-    config: Path = typer.Option(None, "--config", help="TOML file with a [data] table"),
+    config: Path = typer.Option(None, "--config", help="TOML file with a \\[data] table"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. data.session_gap_s=600"),
 ) -> None:
     """Read a dataset in its official layout and write the canonical tables, samples and summary.json."""

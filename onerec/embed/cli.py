@@ -129,7 +129,7 @@ def run_embed(
 def embed_command(
     data: Annotated[Path, typer.Option("--data", help="Data directory from `onerec data prepare`.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (embeddings.safetensors, embed.json).")],
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file; its [embed] table is read.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file; its \\[embed] table is read.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. embed.method=content.")] = None,
     embeddings: Annotated[
         Path | None, typer.Option("--embeddings", help="Bring your own: .npy (I, d) or Parquet keyed by item id.")

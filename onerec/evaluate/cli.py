@@ -12,7 +12,7 @@ def evaluate(
     run: Path = typer.Option(..., "--run", help="run directory written by `onerec train`"),
     data: Path = typer.Option(None, "--data", help="data directory (default: the run's, from run.json)"),
     baseline: list[Path] = typer.Option([], "--baseline", help="baseline directory (`onerec baseline`), repeatable"),
-    config: Path = typer.Option(None, "--config", help="TOML file with an [eval] table"),
+    config: Path = typer.Option(None, "--config", help="TOML file with an \\[eval] table"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. eval.beam_size=64"),
     as_json: bool = typer.Option(False, "--json", help="print RUN/metrics.json to stdout"),
 ) -> None:
@@ -36,7 +36,7 @@ def baseline(
     kind: str = typer.Argument(..., help="popularity | sasrec"),
     data: Path = typer.Option(..., "--data", help="data directory (`onerec data prepare`)"),
     out: Path = typer.Option(..., "--out", help="baseline directory to write"),
-    config: Path = typer.Option(None, "--config", help="TOML file with [eval] and [sasrec] tables"),
+    config: Path = typer.Option(None, "--config", help="TOML file with \\[eval] and \\[sasrec] tables"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. sasrec.dropout=0.5"),
 ) -> None:
     """Train a baseline on the data's training split (model selection on validation) and score it."""

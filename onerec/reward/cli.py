@@ -21,7 +21,7 @@ def train_cmd(
     data: Path = typer.Option(..., "--data", help="data directory (onerec data prepare)"),
     out: Path = typer.Option(..., "--out", help="reward model directory to write (RM)"),
     emb: Path = typer.Option(None, "--emb", help="item embeddings directory (onerec embed), optional"),
-    config: Path = typer.Option(None, "--config", help="TOML file with a [reward] table"),
+    config: Path = typer.Option(None, "--config", help="TOML file with a \\[reward] table"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. reward.epochs=3"),
 ) -> None:
     """Train on every logged session of the training splits; writes reward.safetensors and reward.json.

@@ -12,7 +12,7 @@ def serve_command(
     run: Annotated[Path, typer.Option("--run", help="Run directory with model.safetensors and run.json.")],
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1: loopback only).")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (default 8000).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file; its [serve] table is read.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file; its \\[serve] table is read.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. serve.max_batch_size=16.")] = None,
 ) -> None:
     """Serve POST /v1/recommend, /healthz, /readyz, /metrics and /admin/reload for a trained run."""

@@ -232,7 +232,7 @@ def tokenize(
     codebook_size: int = typer.Option(None, "--codebook-size", help="Codes per level K"),
     seed: int = typer.Option(None, "--seed", help="Random seed"),
     out: Path = typer.Option(..., "--out", help="Output tokenizer directory TOK"),
-    config: Path = typer.Option(None, "--config", help="TOML config with a [tokenizer] table"),
+    config: Path = typer.Option(None, "--config", help="TOML config with a \\[tokenizer] table"),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. tokenizer.iters=5"),
     report: bool = typer.Option(False, "--report", help="Also run the other methods and draw report.png"),
 ) -> None:
