@@ -8,9 +8,11 @@ Design choices
   ``accum = batch_size / (micro_batch_size * world)``. The data order is a function of (seed, epoch) only
   and each micro-batch's dropout is seeded from (seed, step, micro-batch index) inside ``fork_rng``, so a
   resumed run repeats the uninterrupted one exactly and 1 or N ranks see the same micro-batches.
-- Validation loss is the token-weighted NTP loss (no MoE aux term) over the ``valid`` split (first
-  ``val_samples`` by sample id), identical on every rank after an all-reduce; early stopping keeps the best
-  weights in ``RUN/model.safetensors`` and stops after ``patience`` validations without improvement.
+- Validation (``onerec.validation``) is the token-weighted NTP loss over the ``valid`` split (first
+  ``val_samples`` by sample id), identical on every rank; with ``select_metric = "recall@K"`` / ``"ndcg@K"``
+  also next-item beam search over the first ``select_samples`` of them. Early stopping keeps the weights
+  best by ``select_metric`` in ``RUN/model.safetensors`` and stops after ``patience`` validations without
+  improvement.
 - Checkpoints (``onerec.checkpoint``): full, name-keyed state on rank 0, ``RUN/state/`` replaced atomically.
   On resume, ``train_log.jsonl`` lines after the checkpoint step are dropped and TensorBoard purges them.
 - Logging on rank 0: tqdm (loss, tokens/s), ``RUN/train_log.jsonl``, TensorBoard scalars in ``RUN/tb``.
@@ -21,6 +23,7 @@ Design choices
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -39,6 +42,7 @@ from onerec.config import ConfigError, to_dict
 from onerec.io import OnerecError
 from onerec import checkpoint as ckpt
 from onerec import dist as D
+from onerec.validation import METRIC, metric_k, ranking_on_rank0, validate
 
 
 @dataclass
@@ -67,6 +71,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch threads per rank; 0 = leave torch's default (torchrun sets 1)
     progress: bool = True  # tqdm bar on rank 0
+    select_metric: str = "ntp_loss"  # best weights and early stopping by: ntp_loss | recall@K | ndcg@K (valid)
+    select_samples: int = 2048  # ranking metrics: the first N valid samples (beam search is costly); 0 = all
+    select_beam: int = 0  # ranking metrics: beams of the next-item search; 0 = max(20, K)
     seed_sessions: Literal["high_quality", "all"] = "high_quality"  # which sessions train M_0 (windows always)
     tensorboard: bool = True  # scalars in RUN/tb (rank 0)
 
@@ -85,6 +92,11 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not METRIC.match(self.select_metric):
+            raise ConfigError(f"train.select_metric must be ntp_loss, recall@K or ndcg@K, got {self.select_metric!r}")
+        for name in ("select_samples", "select_beam"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.micro_batch_size and self.batch_size % self.micro_batch_size:
             raise ConfigError(f"train.batch_size={self.batch_size} is not a multiple of "
                               f"train.micro_batch_size={self.micro_batch_size}")
@@ -119,35 +131,6 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 def _scalar(x: torch.Tensor) -> torch.Tensor:
     return x.full_tensor() if hasattr(x, "full_tensor") else x
-
-
-@torch.no_grad()
-def validate(model: nn.Module, table: SampleTable, n: int, micro: int, info: D.DistInfo,
-             autocast: Any) -> float:
-    """Token-weighted NTP loss over the first ``n`` samples of ``table``, the same value on every rank.
-
-    Every rank runs the same number of forwards (FSDP all-gathers are collective): the index list is
-    padded to a multiple of ``micro * world`` with weight-0 copies of sample 0.
-    """
-    core = D.unwrap(model)
-    was_training = model.training
-    model.eval()
-    chunk = micro * info.world_size
-    padded = -(-n // chunk) * chunk
-    index = np.minimum(np.arange(padded), n - 1)
-    weight = (np.arange(padded) < n).astype(np.float64)
-    totals = torch.zeros(2, dtype=torch.float64)  # (sum of -log p, tokens)
-    for start in range(info.rank * micro, padded, chunk):
-        idx, w = index[start:start + micro], torch.from_numpy(weight[start:start + micro])
-        batch = _to(collate(table, idx, core.config.max_history, core.config.max_session_items), info.device)
-        with autocast():
-            out = model(**batch)
-        logp = core.token_logps(out, batch["sessions"]).sum(dim=(1, 2)).double().cpu()  # (B,)
-        tokens = (batch["sessions"] >= 0).sum(dim=1).double().cpu() * core.depth  # (B,)
-        totals += torch.stack([-(logp * w).sum(), (tokens * w).sum()])
-    totals = D.all_reduce_sum(totals.to(info.device)).cpu()
-    model.train(was_training)
-    return float(totals[0] / totals[1].clamp(min=1))
 
 
 class _Logger:
@@ -232,7 +215,9 @@ def fit(
     n_val = min(len(valid), cfg.val_samples or len(valid)) if valid is not None else 0
 
     pos = {"step": 0, "epoch": 0, "batch": 0, "best_val_ntp_loss": math.inf, "best_step": -1, "bad_evals": 0,
-           "samples": 0, "tokens": 0}
+           "samples": 0, "tokens": 0, "best_val_score": math.inf}  # score: lower is better (-metric for ranking)
+    select_k = metric_k(cfg.select_metric)
+    n_rank = min(n_val, cfg.select_samples or n_val) if select_k else 0
     opt_state = None
     if resume:  # read and check everything before anything is written
         weights, opt_state, rng, meta = ckpt.load_state(run)
@@ -240,6 +225,10 @@ def fit(
         model.load_state_dict(weights, strict=True)
         ckpt.set_rng_state(rng)
         pos.update({k: meta[k] for k in pos if k in meta})
+        if "best_val_score" not in meta and not select_k:  # state written before select_metric existed
+            pos["best_val_score"] = pos["best_val_ntp_loss"]
+    # ranking validation under FSDP runs on an unsharded copy (rank 0 loads the gathered weights into it)
+    eval_copy = copy.deepcopy(model) if n_rank and info.world_size > 1 and cfg.strategy == "fsdp" else None
     wrapped = D.wrap_model(model, info, cfg.strategy)
     optimizer = make_optimizer(wrapped, cfg)
     if opt_state is not None:
@@ -265,18 +254,27 @@ def fit(
         if n_val == 0:
             return False
         val = validate(wrapped, valid, n_val, micro, info, autocast)
-        better = val < pos["best_val_ntp_loss"]
-        if better:
-            pos.update(best_val_ntp_loss=val, best_step=pos["step"], bad_evals=0)
+        row = {"kind": "val", "step": pos["step"], "epoch": pos["epoch"], "val_ntp_loss": val}
+        score = val
+        if select_k:
+            ranking = ranking_on_rank0(wrapped, eval_copy, valid, n_rank, select_k, cfg.select_beam or max(20, select_k))
+            row.update({f"val_{k}": v for k, v in ranking.items()})
+            score = -ranking[cfg.select_metric]
+        if score < pos["best_val_score"]:
+            pos.update(best_val_score=score, best_val_ntp_loss=val, best_step=pos["step"], bad_evals=0)
             weights = D.full_model_state(wrapped)
             if info.is_main:
                 run_info["weights_sha256"] = ckpt.save_weights(weights, run / ckpt.WEIGHTS)
                 run_info.update(best_step=pos["step"], best_val_ntp_loss=val)
+                if select_k:
+                    run_info[f"best_val_{cfg.select_metric}"] = -score
                 ckpt.write_run_info(run, run_info)
         else:
             pos["bad_evals"] += 1
-        logger.record({"kind": "val", "step": pos["step"], "epoch": pos["epoch"], "val_ntp_loss": val,
-                       "best_val_ntp_loss": pos["best_val_ntp_loss"]})
+        row["best_val_ntp_loss"] = pos["best_val_ntp_loss"]
+        if select_k:
+            row[f"best_val_{cfg.select_metric}"] = -pos["best_val_score"]
+        logger.record(row)
         return bool(cfg.patience) and pos["bad_evals"] >= cfg.patience
 
     try:
@@ -442,8 +440,8 @@ def prepare_run(data: Path, tokenizer: Path, config: Path | None, out: Path, emb
         if previous.get("codes_sha256") != codes_sha:
             raise OnerecError(f"--resume: tokenizer {tokenizer} has other codes than the one {out} was trained "
                               f"with ({previous.get('tokenizer')})")
-        run_info.update({k: previous[k] for k in ("best_step", "best_val_ntp_loss", "weights_sha256")
-                         if k in previous})
+        run_info.update({k: v for k, v in previous.items()
+                         if k in ("best_step", "weights_sha256") or k.startswith("best_val_")})
     return PreparedRun(model, train, valid, cfg, run_info)
 
 

@@ -7,6 +7,7 @@ the tests check into ``ROOT/worker_<rank>.json``:
 - ``fsdp``: fresh FSDP2 run (``ROOT/fsdp``).
 - ``resume_from_1``: resumes ``ROOT/single_cut`` (written by 1 process, interrupted) on 2 ranks.
 - ``cut_2``: a DDP run interrupted after its step-3 checkpoint (``ROOT/cut_2``), resumed later by 1 process.
+- ``fsdp_select`` / ``ddp_select``: runs selecting weights by validation recall@5 (beam search on rank 0).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import torch
 
 from onerec import dist as D
 from onerec.train import fit, prepare_run
+
+
+SELECT = ('train.select_metric="recall@5"', "train.select_beam=8", "train.eval_every=2")  # ranking selection
 
 
 class Interrupt(Exception):
@@ -58,6 +62,8 @@ def main() -> None:
     run(root, "fsdp", info, overrides + ("train.strategy=fsdp",))
     run(root, "single_cut", info, overrides, resume=True)
     run(root, "cut_2", info, overrides, cut_at=3)
+    run(root, "fsdp_select", info, overrides + SELECT + ("train.strategy=fsdp",))
+    run(root, "ddp_select", info, overrides + SELECT)
     (root / f"worker_{info.rank}.json").write_text(json.dumps(report))
     D.teardown()
 

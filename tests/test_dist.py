@@ -26,6 +26,7 @@ from train_fixture import make_fixture, write_config  # noqa: E402
 OVERRIDES = ("train.max_steps=6", "train.eval_every=3", "train.save_every=3", "train.patience=0",
              "train.tensorboard=false")
 TOL = {"rtol": 1e-5, "atol": 1e-6}
+SELECT = ('train.select_metric="recall@5"', "train.select_beam=8", "train.eval_every=2")
 
 
 class _Cut(Exception):
@@ -52,6 +53,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data, tok = make_fixture(root)
     config = write_config(root / "tiny_train.toml")
     train_command(data, tok, config, root / "single", overrides=OVERRIDES)
+    train_command(data, tok, config, root / "single_select", overrides=OVERRIDES + SELECT)
     with pytest.raises(_Cut):
         train_command(data, tok, config, root / "single_cut", overrides=OVERRIDES, on_step=_cut_at(3))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -111,6 +113,20 @@ def test_two_rank_checkpoint_resumes_on_one_process(root: Path) -> None:
     steps_r, resumed = _losses(root / "cut_2")
     assert steps_r == steps, f"resumed log has steps {steps_r}"
     torch.testing.assert_close(resumed, single, **TOL, msg=lambda m: f"2 -> 1 rank resume differs: {m}")
+
+
+@pytest.mark.parametrize("name", ["ddp_select", "fsdp_select"])
+def test_ranking_selection_on_two_ranks_matches_one_process(root: Path, name: str) -> None:
+    """Selecting by validation recall on 2 ranks (DDP; FSDP2 through a gathered copy) logs the 1-process
+    figures and keeps the same step."""
+    def vals(run: Path) -> list[tuple[int, float]]:
+        rows = [json.loads(ln) for ln in (run / "train_log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["val_recall@5"]) for r in rows if r["kind"] == "val"]
+
+    assert vals(root / name) == vals(root / "single_select")
+    info = json.loads((root / name / "run.json").read_text())
+    ref = json.loads((root / "single_select" / "run.json").read_text())
+    assert info["best_step"] == ref["best_step"] and info["best_val_recall@5"] == ref["best_val_recall@5"]
 
 
 def _free_port() -> int:

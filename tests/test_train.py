@@ -92,7 +92,7 @@ def test_early_stopping_keeps_best_weights(fx: dict[str, Path]) -> None:
     """A diverging run stops `patience` validations after its best one; RUN/model.safetensors is that best step."""
     from onerec.batching import SampleTable, seed_samples
     from onerec.dist import DistInfo
-    from onerec.train import validate
+    from onerec.validation import validate
     import polars as pl
 
     info = _train(fx, "early", "train.lr=0.3", "train.warmup_steps=0", "train.eval_every=1", "train.patience=2",
@@ -107,6 +107,57 @@ def test_early_stopping_keeps_best_weights(fx: dict[str, Path]) -> None:
     val = validate(model, valid, len(valid), 4, DistInfo(), lambda: torch.autocast("cpu", enabled=False))
     assert math.isclose(val, vals[best]["val_ntp_loss"], rel_tol=1e-6), \
         f"saved weights give val loss {val}, best logged {vals[best]['val_ntp_loss']}"
+
+
+def test_select_by_validation_recall(fx: dict[str, Path]) -> None:
+    """select_metric = recall@5: every validation logs recall/NDCG from beam search, the kept weights are the
+    step with the best logged recall, and an independent search with those weights gives that same figure;
+    the recall and NDCG figures follow their definitions against a hand-built ranked list."""
+    from onerec.batching import SampleTable, seed_samples
+    from onerec.validation import ranking_figures, validate_ranking
+    import polars as pl
+
+    info = _train(fx, "by_recall", "train.select_metric=\"recall@5\"", "train.eval_every=1", "train.max_steps=5",
+                  "train.select_beam=8", "train.lr=0.01", "train.warmup_steps=0")
+    vals = _rows(fx["root"] / "by_recall", "val")
+    recalls = [v["val_recall@5"] for v in vals]
+    assert all("val_ndcg@5" in v and 0.0 <= v["val_recall@5"] <= 1.0 for v in vals), vals
+    best = max(range(len(vals)), key=lambda i: (recalls[i], -i))  # first best
+    assert info["best_step"] == vals[best]["step"], f"kept step {info['best_step']}, logged {recalls}"
+    assert info["best_val_recall@5"] == recalls[best]
+    model, _ = load_run(fx["root"] / "by_recall")
+    samples = pl.read_parquet(fx["data"] / "samples.parquet")
+    valid = SampleTable.from_frame(seed_samples(samples, None, "valid"))
+    again = validate_ranking(model, valid, min(len(valid), 2048), 5, 8)
+    assert again["recall@5"] == recalls[best], f"saved weights give {again}, best logged {recalls[best]}"
+    ranked = np.array([[3, 1, 2, -1, -1], [7, 8, 9, 4, 5]])
+    recall, ndcg = ranking_figures(ranked, [np.array([1]), np.array([5, 6])], 5)
+    assert math.isclose(recall, 1.0 + 0.5)
+    assert math.isclose(ndcg, 1 / math.log2(3) + (1 / math.log2(6)) / (1 + 1 / math.log2(3)))
+
+
+def test_selection_follows_the_metric_not_the_loss(fx: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a scripted validation NDCG that peaks at the 3rd validation, the kept weights are step 3's and
+    patience counts from there, whatever the loss does."""
+    import onerec.train as T
+
+    script = iter([0.1, 0.2, 0.5, 0.4, 0.3, 0.45])
+    monkeypatch.setattr(T, "ranking_on_rank0", lambda *a, **k: (lambda v: {"recall@3": 0.0, "ndcg@3": v})(next(script)))
+    info = _train(fx, "scripted", "train.select_metric=\"ndcg@3\"", "train.eval_every=1", "train.max_steps=6",
+                  "train.patience=3")
+    vals = _rows(fx["root"] / "scripted", "val")
+    assert info["best_step"] == 3 and info["best_val_ndcg@3"] == 0.5, info
+    assert info["stopped_early"] and len(vals) == 6, f"{len(vals)} validations, stopped {info['stopped_early']}"
+    assert [v["best_val_ndcg@3"] for v in vals] == [0.1, 0.2, 0.5, 0.5, 0.5, 0.5]
+
+
+def test_select_metric_is_checked() -> None:
+    from onerec.config import ConfigError
+    from onerec.train import TrainConfig
+
+    for bad in ("recall", "recall@0", "auc@10", "ndcg@x"):
+        with pytest.raises(ConfigError, match="select_metric"):
+            TrainConfig(select_metric=bad)
 
 
 def test_bf16_autocast_trains_close_to_fp32(fx: dict[str, Path]) -> None:
