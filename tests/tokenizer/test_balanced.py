@@ -97,3 +97,80 @@ def test_fast_method_beats_paper_algorithm_objective() -> None:
     c_paper, a_paper = paper_balanced_kmeans(x, 16, seed=0, max_iters=8)
     fast, paper = sse(x, c_fast, a_fast), sse(x, c_paper, a_paper)
     assert fast < paper, f"fast SSE {fast:.1f} not below paper SSE {paper:.1f}"
+
+
+@pytest.mark.parametrize(("k", "c"), [(1000, 16), (300, 7), (64, 16), (50, 1), (20, 20)])
+def test_nearest_clusters_is_exact_top_c(k: int, c: int) -> None:
+    """The numpy top-c search returns the exact c nearest centroids, ascending, ties to the lower id."""
+    rng = np.random.default_rng(k)
+    x = rng.normal(size=(700, 8)).astype(np.float32)
+    centroids = rng.normal(size=(k, 8)).astype(np.float32)
+    centroids[k // 2] = centroids[k // 3]  # an exact tie: the lower id must come first
+    dist, ids = nearest_clusters(x, centroids, c)
+    exact = ((x[:, None, :].astype(np.float64) - centroids[None]) ** 2).sum(-1)  # (N, K)
+    ref = np.argsort(exact, axis=1, kind="stable")[:, :c]
+    assert ids.shape == (700, c) and dist.shape == (700, c)
+    np.testing.assert_allclose(dist, np.take_along_axis(exact, ref, 1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.take_along_axis(exact, ids, 1), np.take_along_axis(exact, ref, 1),
+                               rtol=1e-4, atol=1e-4)
+    assert (np.sort(ids, axis=1)[:, 1:] != np.sort(ids, axis=1)[:, :-1]).all(), "a centroid listed twice"
+    both = (ids == k // 3).any(1) & (ids == k // 2).any(1)
+    pos = lambda j: np.argmax(ids[both] == j, axis=1)  # noqa: E731
+    assert (pos(k // 3) < pos(k // 2)).all(), "tie not broken towards the lower id"
+
+
+def test_nearest_clusters_same_with_threads() -> None:
+    """Blocks searched in a thread pool give the same result as one thread."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 8)).astype(np.float32)
+    centroids = rng.normal(size=(1024, 8)).astype(np.float32)
+    one, many = nearest_clusters(x, centroids, 16, threads=1), nearest_clusters(x, centroids, 16, threads=2)
+    assert np.array_equal(one[1], many[1]) and np.array_equal(one[0], many[0])
+
+
+def test_group_order_is_lexsort() -> None:
+    """The two-pass (stable sort, radix on uint16) order equals lexsort by (group, priority, position)."""
+    from onerec.tokenizer.balanced import _group_order
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 300, size=5000)
+    prio = rng.integers(0, 20, size=5000).astype(np.float32)  # many ties
+    prio[::7] = -np.inf
+    assert np.array_equal(_group_order(groups, prio, 300), np.lexsort((np.arange(5000), prio, groups)))
+
+
+def _exchange_all_items(x, centroids, assign, cand, rounds):
+    """Reference exchange: every item sorted every round, distances recomputed from scratch."""
+    assign = assign.copy()
+    n, k, sweep = len(x), len(centroids), min(cand.shape[1] - 1, 3)
+    sq = lambda a: np.einsum("nd,nd->n", x - centroids[a], x - centroids[a])  # noqa: E731
+    for t in range(rounds * sweep):
+        cur = sq(assign)
+        is_own = cand == assign[:, None]
+        own_before = np.cumsum(is_own, axis=1) - is_own
+        col = np.argmax((np.arange(cand.shape[1])[None] - own_before == t % sweep) & ~is_own, axis=1)
+        alt = cand[np.arange(n), col]
+        gain = cur - sq(alt)
+        edge = assign * k + alt
+        order = np.lexsort((np.arange(n), -gain, edge))
+        groups = {}
+        for i in order:
+            groups.setdefault((assign[i], alt[i]), []).append(i)
+        movers = []
+        for (a, b), members in groups.items():
+            for i, j in zip(members, groups.get((b, a), [])):
+                if gain[i] + gain[j] > 1e-7 * (abs(gain[i]) + abs(gain[j]) + 1e-12):
+                    movers.append(i)
+        movers = np.array(movers, dtype=np.int64)
+        assign[movers] = alt[movers]
+    return assign
+
+
+def test_exchange_pruning_matches_sorting_every_item() -> None:
+    """Sorting only the items that can be in a gaining pair makes the same swaps as sorting all."""
+    x = _clustered(1500)
+    centroids = x[np.random.default_rng(2).choice(1500, 24, replace=False)]
+    dist, cand = nearest_clusters(x, centroids, 6)
+    assign = capacity_assign(x, centroids, cand, dist)
+    assert np.array_equal(exchange_refine(x, centroids, assign, cand, rounds=2),
+                          _exchange_all_items(x, centroids, assign, cand, rounds=2))
