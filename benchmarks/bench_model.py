@@ -7,9 +7,11 @@ Measures, on a synthetic catalogue (random semantic IDs, K codes per level, L le
    (``OneRec.forward_flops`` x 3 for the backward) and MFU = model FLOPs/s / fp32 matmul peak, the peak
    (best of 5 square 1024 ``torch.mm``) measured right before each timed step; median over the pairs;
 2. beam search: KV-cached vs full-recompute decoder (identical sessions asserted; runs alternate, median
-   of the paired speedups) for 4 requests x beam 16 and 1 request x beam 128 with m items, and 4 requests x
-   beam 16 with m = 10 (the cache saves more on longer sessions); and the cached search's requests/s and sessions/s at beams 16, 32 and 128
-   (sessions/s = requests x beam / seconds: every request returns ``beam`` sessions of m items).
+   of the paired speedups, in wall time and in CPU time (``time.process_time``, which other processes on a
+   shared machine disturb less)) for 4 requests x beam 16 and 1 request x beam 128 with m items, and 4
+   requests x beam 16 with m = 10 (the cache saves more on longer sessions); and the cached search's
+   requests/s and sessions/s at beams 16, 32 and 128 (sessions/s = requests x beam / seconds: every
+   request returns ``beam`` sessions of m items).
 Prints a JSON object and a readable table. Figures depend on the (shared, contended) machine: say so.
 """
 
@@ -51,6 +53,13 @@ def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def _timed_cpu(fn) -> tuple[float, float]:
+    """(wall, CPU) seconds of one ``fn()`` call."""
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
@@ -110,14 +119,19 @@ def bench_generation(model: OneRec, trie: CodeTrie, requests: int, history_len: 
         cached, full = run(hist, beam, DecodeMode.CACHED, n_items), run(hist, beam, DecodeMode.FULL, n_items)
         assert torch.equal(cached.items, full.items), "cached and full-recompute beam search disagree"
         torch.testing.assert_close(cached.logp, full.logp)
-        times = [(_timed(lambda: run(hist, beam, DecodeMode.CACHED, n_items)),
-                  _timed(lambda: run(hist, beam, DecodeMode.FULL, n_items)))
+        pairs = [(_timed_cpu(lambda: run(hist, beam, DecodeMode.CACHED, n_items)),
+                  _timed_cpu(lambda: run(hist, beam, DecodeMode.FULL, n_items)))
                  for _ in range(repeats)]  # alternating, so both modes see the same load
+        times = [(c[0], f[0]) for c, f in pairs]
         speedups = sorted(f / c for c, f in times)
         t_cached, t_full = statistics.median(c for c, _ in times), statistics.median(f for _, f in times)
-        out["cache_vs_full"].append({"requests": n_req, "beam": beam, "session_items": n_items, "cached_s": t_cached, "full_s": t_full,
+        out["cache_vs_full"].append({"requests": n_req, "beam": beam, "session_items": n_items,
+                                     "cached_s": t_cached, "full_s": t_full,
                                      "speedup": statistics.median(speedups), "speedup_min": speedups[0],
-                                     "speedup_max": speedups[-1], "identical": True})
+                                     "speedup_max": speedups[-1], "identical": True,
+                                     "cached_cpu_s": statistics.median(c[1] for c, _ in pairs),
+                                     "full_cpu_s": statistics.median(f[1] for _, f in pairs),
+                                     "speedup_cpu": statistics.median(f[1] / c[1] for c, f in pairs)})
     out["beams"] = {}
     for beam in beams:
         t = _best_time(lambda: run(history, beam, DecodeMode.CACHED), repeats)
@@ -161,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
     result["machine"]["gen_threads"] = args.gen_threads
     result["generate"] = bench_generation(model, trie, args.requests, args.history, args.m,
                                           [int(b) for b in args.beams.split(",")],
-                                          [(args.requests, 16, args.m), (1, 128, args.m), (args.requests, 16, min(10, config.max_session_items))],
+                                          [(args.requests, 16, args.m), (1, 128, args.m),
+                                           (args.requests, 16, min(10, config.max_session_items))],
                                           args.repeats)
     print(json.dumps(result, indent=2))
     tr, gen = result["train"], result["generate"]
@@ -172,9 +187,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"{tr['model_gflops_per_s']:7.1f} GFLOP/s  MFU {100 * tr['mfu']:.1f}% "
           f"(pairs {100 * tr['mfu_min']:.1f}..{100 * tr['mfu_max']:.1f}%)")
     for cvf in gen["cache_vs_full"]:
-        print(f"{cvf['requests']} requests x beam {cvf['beam']} x m={cvf['session_items']}: cached {cvf['cached_s']:.3f}s  "
-              f"full {cvf['full_s']:.3f}s  speedup {cvf['speedup']:.1f}x "
-              f"(pairs {cvf['speedup_min']:.1f}..{cvf['speedup_max']:.1f}x, identical sessions)")
+        print(f"{cvf['requests']} requests x beam {cvf['beam']} x m={cvf['session_items']}: "
+              f"cached {cvf['cached_s']:.3f}s  full {cvf['full_s']:.3f}s  speedup {cvf['speedup']:.1f}x "
+              f"(pairs {cvf['speedup_min']:.1f}..{cvf['speedup_max']:.1f}x; CPU time {cvf['speedup_cpu']:.1f}x; "
+              f"identical sessions)")
     for beam, row in gen["beams"].items():
         print(f"beam {beam:>4}: {row['requests_per_s']:8.2f} requests/s  {row['sessions_per_s']:9.1f} sessions/s "
               f"({gen['requests']} requests x m={gen['session_items']})")

@@ -16,10 +16,19 @@ Design choices
 - Too few candidates: if fewer than ``beam_size`` distinct sessions exist, the missing beams come back
   with items -1 and logp -inf (last, since beams are sorted). Fewer than m allowed items is an error.
 - Two scorers behind one search loop (:class:`DecodeMode`): ``cached`` keeps a decoder self-attention KV
-  cache that follows the beams (the parent gather fused into the next append) and feeds one new token per step (two at an
-  item boundary: the last code and the next BOS); ``full`` is the reference that re-runs the whole decoder
-  on every beam's full prefix each step. Both use cross-attention keys/values projected once per request.
-  Same search loop, so the two give the same sessions; tests and the benchmark assert it.
+  cache that follows the beams and feeds one new token per step (two at an item boundary: the last code
+  and the next BOS); ``full`` is the reference that re-runs the whole decoder on every beam's full prefix
+  each step. Both use cross-attention keys/values projected once per request (and its additive memory
+  mask, built once), and skip the MoE router statistics. Same search loop, so the two give the same
+  sessions; tests and the benchmark assert it.
+- What the cached scorer does not repeat (at 4 requests x 16 beams a step is a few dozen small matmuls,
+  so per-step copies and small ops decide how far it gets ahead of ``full``; benchmarks/bench_model.py):
+  the leading BOS is decoded once per request and fanned out to the beams through the cache; the cache
+  is two preallocated position-major buffers per layer, and a beam step's parent gather is one
+  ``index_select`` into the spare buffer, fused with the append (no ``cat``, no allocation:
+  :class:`~onerec.model.layers.KVCache`); and the last decoder block runs cross-attention and FFN for
+  the newest position only (``decode(last_only=True)``: at an item boundary the last code's state is
+  needed only as keys/values).
 - Deterministic: no sampling; ``topk`` ties resolve the same way on every run.
 """
 
@@ -31,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from onerec.io import OnerecError
 from onerec.model.layers import KVCache
@@ -70,12 +80,27 @@ class TrieCounts:
         if wrong:
             raise OnerecError(f"trie and model codes disagree on {wrong} of {n_items} items (other tokenizer?)")
         self.node_count = torch.bincount(self.path.reshape(-1), minlength=int(self.path.max()) + 1)  # (nodes,)
+        self.node_count_pad = torch.cat([self.node_count, self.node_count.new_zeros(1)])  # [-1] (no child) = 0
 
 
 class _CachedScorer:
-    def __init__(self, model: OneRec, cross: list, memory_mask: torch.Tensor, group: int) -> None:
+    """Decoder with the self-attention KV cache: one forward per step over the new token(s) only; ``length``
+    (the decoder positions the search will use) sizes the cache's buffers."""
+
+    def __init__(self, model: OneRec, cross: list, memory_mask: torch.Tensor, group: int, length: int) -> None:
         self.model, self.cross, self.memory_mask, self.group = model, cross, memory_mask, group
-        self.cache = KVCache(model.config.decoder_layers)
+        self.cache = KVCache(model.config.decoder_layers, capacity=length)
+
+    def start(self) -> torch.Tensor:
+        """Hidden (B * group, C) at the leading BOS. Every beam of a request has the same BOS prefix, so it
+        is decoded once per request and the cache fans out to the beams (one row gather, no recompute)."""
+        b = self.memory_mask.shape[0]
+        bos = torch.full((b, 1), BOS, dtype=torch.long, device=self.memory_mask.device)
+        hidden, _ = self.model.decode(bos, self.cross, self.memory_mask, group=1, cache=self.cache,
+                                      router_stats=False)
+        fan_out = torch.arange(b, device=bos.device).repeat_interleave(self.group)  # (B * group,)
+        self.cache.reorder(fan_out)
+        return hidden[:, -1].index_select(0, fan_out)
 
     def reorder(self, index: torch.Tensor) -> None:
         self.cache.reorder(index)
@@ -83,22 +108,28 @@ class _CachedScorer:
     def feed(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (BN, T) -> hidden (BN, C) of the last new position."""
         hidden, _ = self.model.decode(tokens, self.cross, self.memory_mask, start=self.cache.length,
-                                      group=self.group, cache=self.cache)
+                                      group=self.group, cache=self.cache, router_stats=False, last_only=True)
         return hidden[:, -1]
 
 
 class _FullScorer:
-    def __init__(self, model: OneRec, cross: list, memory_mask: torch.Tensor, group: int) -> None:
+    """Reference: the whole decoder over every beam's full prefix at every step (``length`` is unused)."""
+
+    def __init__(self, model: OneRec, cross: list, memory_mask: torch.Tensor, group: int, length: int) -> None:
         self.model, self.cross, self.memory_mask, self.group = model, cross, memory_mask, group
         b = memory_mask.shape[0] * group
         self.prefix = torch.empty(b, 0, dtype=torch.long, device=memory_mask.device)
+
+    def start(self) -> torch.Tensor:
+        return self.feed(torch.full((self.prefix.shape[0], 1), BOS, dtype=torch.long, device=self.prefix.device))
 
     def reorder(self, index: torch.Tensor) -> None:
         self.prefix = self.prefix[index]
 
     def feed(self, tokens: torch.Tensor) -> torch.Tensor:
         self.prefix = torch.cat([self.prefix, tokens], dim=1)
-        hidden, _ = self.model.decode(self.prefix, self.cross, self.memory_mask, group=self.group)
+        hidden, _ = self.model.decode(self.prefix, self.cross, self.memory_mask, group=self.group,
+                                      router_stats=False)
         return hidden[:, -1]
 
 
@@ -126,7 +157,8 @@ def generate_sessions(
     history (B, n) item ids padded with -1; exclude (B, e) items that must not appear (-1 = padding);
     ``counts`` may be passed to reuse the trie bookkeeping across calls. Returns SessionBeams (B, N, m)."""
     was_training = model.training
-    model.eval()
+    if any(module.training for module in model.modules()):  # eval() sets every module: only when needed
+        model.eval()
     try:
         with torch.inference_mode():  # cheaper than no_grad: no version counters or view tracking
             beams = _beam_search(model, trie, history, n_items, beam_size, exclude, history_ts, DecodeMode(mode),
@@ -134,7 +166,8 @@ def generate_sessions(
         # clone outside inference mode: callers may feed the sessions to a model with autograd on (DPO)
         return SessionBeams(items=beams.items.clone(), logp=beams.logp.clone())
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
 
 
 def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beams: int,
@@ -160,8 +193,10 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
 
     memory, memory_mask = model.encode(history, None if history_ts is None else history_ts.to(device))
     cross = model.cross_kv(memory)  # once per request, shared by its beams
+    # additive form of the mask, built once (SDPA would convert the bool mask in every layer at every step)
+    memory_mask = memory.new_zeros(memory_mask.shape).masked_fill(~memory_mask, float("-inf"))
     scorer_cls = _CachedScorer if mode is DecodeMode.CACHED else _FullScorer
-    scorer = scorer_cls(model, cross, memory_mask, n_beams)
+    scorer = scorer_cls(model, cross, memory_mask, n_beams, m * (d + 1))
 
     logp = torch.full((b, n_beams), float("-inf"), device=device)
     logp[:, 0] = 0.0  # one live beam per request to start
@@ -169,18 +204,19 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
     items = torch.full((bn, m), -1, dtype=torch.long, device=device)
     banned = exclude.repeat_interleave(n_beams, dim=0)  # (BN, e)
     row_base = (torch.arange(b, device=device) * n_beams)[:, None]  # (B, 1)
-    hidden = scorer.feed(torch.full((bn, 1), BOS, dtype=torch.long, device=device))  # (BN, C)
+    hidden = scorer.start()  # (BN, C) at the leading BOS
     for i in range(m):
         all_banned = torch.cat([banned, items[:, :i]], dim=1)  # (BN, e + i)
         for j in range(d):
-            level_logp = torch.log_softmax(model.level_logits(hidden, j).float(), dim=-1)  # (BN, K_j)
-            step_logp = torch.full((bn, v), float("-inf"), device=device)
-            step_logp[:, : level_logp.shape[1]] = level_logp
+            step_logp = torch.log_softmax(model.level_logits(hidden, j).float(), dim=-1)  # (BN, K_j)
+            if step_logp.shape[1] < v:
+                step_logp = F.pad(step_logp, (0, v - step_logp.shape[1]), value=float("-inf"))  # (BN, V)
             children = _fit(trie.children(node).to(device), v, -1)  # (BN, V) child node per token, -1 = none
-            allowed = children >= 0
-            if all_banned.shape[1]:
-                allowed &= _has_unbanned_item(counts, node, children, j, all_banned, model.item_codes)
-            scores = logp.reshape(bn, 1) + step_logp.masked_fill(~allowed, float("-inf"))  # (BN, V)
+            if all_banned.shape[1]:  # (implies children >= 0: a missing child holds no item)
+                allowed = _has_unbanned_item(counts, node, children, j, all_banned, model.item_codes)
+            else:
+                allowed = children >= 0
+            scores = torch.where(allowed, step_logp, float("-inf")).add_(logp.reshape(bn, 1))  # (BN, V)
             logp, flat = scores.view(b, n_beams * v).topk(n_beams, dim=1)  # (B, N) sorted best first
             parent = (row_base + flat // v).reshape(bn)  # (BN,) rows of the parents
             token = (flat % v).reshape(bn)  # (BN,) level-local token
@@ -236,11 +272,11 @@ def _has_unbanned_item(counts: TrieCounts, node: torch.Tensor, children: torch.T
 
     node (BN,) at depth ``level``, children (BN, V) its child per token (-1 = none); banned (BN, e) item ids
     (-1 = none), distinct within a row."""
-    under = counts.node_count[children.clamp(min=0)] * (children >= 0)  # (BN, V) items under each child
+    under = counts.node_count_pad[children]  # (BN, V) items under each child (child -1 reads the padding 0)
     safe = banned.clamp(min=0)
     on_path = (counts.path[safe, level] == node[:, None]) & (banned >= 0)  # (BN, e) banned item below node
-    banned_under = torch.zeros_like(under).scatter_add_(1, item_codes[safe, level], on_path.long())
-    return under - banned_under > 0
+    under.scatter_add_(1, item_codes[safe, level], on_path.long().neg_())  # minus the banned items under it
+    return under > 0
 
 
 @torch.no_grad()

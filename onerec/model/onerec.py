@@ -226,11 +226,16 @@ class OneRec(nn.Module):
         return torch.cat([bos, codes], dim=2).reshape(b, m * (self.depth + 1))
 
     def decode(self, tokens: torch.Tensor, cross: list[tuple[torch.Tensor, torch.Tensor]],
-               memory_mask: torch.Tensor, start: int = 0, group: int = 1, cache: KVCache | None = None
-               ) -> tuple[torch.Tensor, list[RouterStats]]:
+               memory_mask: torch.Tensor, start: int = 0, group: int = 1, cache: KVCache | None = None,
+               router_stats: bool = True, last_only: bool = False) -> tuple[torch.Tensor, list[RouterStats]]:
         """tokens (B * group, T) at positions start.. -> final-norm hidden (B * group, T, C), router stats.
 
-        With ``cache`` the tokens extend the cached prefix and the cache advances by T."""
+        With ``cache`` the tokens extend the cached prefix and the cache advances by T. ``router_stats=False``
+        (generation) skips the MoE statistics and returns an empty list. ``last_only`` (with ``cache``; a
+        beam step needs only the newest position's state): the last block runs cross-attention and FFN for
+        the last position alone, after caching every position's keys/values -> hidden (B * group, 1, C)."""
+        if last_only and cache is None:
+            raise OnerecError("decode(last_only=True) needs a KV cache")
         t = tokens.shape[1]
         if start + t > self.max_decoder_len:
             raise OnerecError(f"decoder length {start + t} exceeds model.max_session_items * (D + 1) = "
@@ -238,8 +243,10 @@ class OneRec(nn.Module):
         pos = torch.arange(start, start + t, device=tokens.device)
         x = self.token_emb(tokens) + self.dec_pos(pos)  # (B * G, T, C)
         stats = []
+        last = len(self.dec_blocks) - 1
         for layer, (block, (k, v)) in enumerate(zip(self.dec_blocks, cross)):
-            x, s = block(x, k, v, memory_mask, group=group, cache=cache, layer=layer)
+            x, s = block(x, k, v, memory_mask, group=group, cache=cache, layer=layer, stats=router_stats,
+                         last_only=last_only and layer == last)
             if s is not None:
                 stats.append(s)
         if cache is not None:

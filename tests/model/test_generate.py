@@ -78,16 +78,19 @@ def test_prefix_whose_only_item_is_excluded_is_never_entered():
     assert bool(torch.isfinite(beams.logp).all()), f"a beam was stranded: {beams.logp.tolist()}"
 
 
-def test_cached_generation_equals_full_recompute():
-    """The KV-cached search returns the same sessions and scores as the full-recompute reference."""
+@pytest.mark.parametrize("layers", [1, 2])
+def test_cached_generation_equals_full_recompute(layers):
+    """The KV-cached search (BOS decoded once per request, cache gathered into preallocated buffers, last
+    block on the newest position only) returns the same sessions and scores as the full-recompute reference."""
     ids, trie = catalogue(n_items=60, codebook=5, levels=2, seed=3)
-    model = tiny_model(ids, seed=3)
+    model = tiny_model(ids, seed=3, decoder_layers=layers)
     history = random_history(3, 8, 60, seed=3)
     exclude = torch.tensor([[1, 2, -1], [5, 5, 7], [-1, -1, -1]])
     cached = generate_sessions(model, trie, history, 4, 6, exclude=exclude, mode=DecodeMode.CACHED)
     full = generate_sessions(model, trie, history, 4, 6, exclude=exclude, mode=DecodeMode.FULL)
     assert torch.equal(cached.items, full.items), f"{cached.items.tolist()} != {full.items.tolist()}"
     torch.testing.assert_close(cached.logp, full.logp, msg="cached beam scores != full recompute")
+    _check_beams(cached, 60, exclude, f"{layers} decoder layers")
 
 
 def test_beam_scores_equal_sequence_logp():

@@ -80,3 +80,13 @@ def test_forward_leaves_state_and_loss_free_bias_balances_load():
         moe.update_bias(stats.tokens_per_expert, rate=0.02)
     share1 = stats.tokens_per_expert.max().item() / 256
     assert share1 < share0 - 0.1, f"busiest expert's share did not fall: {share0:.2f} -> {share1:.2f}"
+
+
+def test_forward_without_stats_gives_the_same_output():
+    """``stats=False`` (generation) returns the same outputs and no router statistics."""
+    moe = _moe()
+    x = _tokens((3, 5, 16))
+    y, stats = moe(x)
+    y_fast, none = moe(x, stats=False)
+    assert none is None and stats is not None, "stats=False should return None, stats=True RouterStats"
+    assert torch.equal(y, y_fast), "skipping the router statistics changed the output"
