@@ -80,17 +80,22 @@ def throughput(run: Path, config: Path, users: int, out: Path) -> dict:
     cmd = [str(REPO / ".venv" / "bin" / "onerec"), "sample-server", "--policy", str(run / "align"), "--rm",
            str(run / "rm"), "--data", str(run / "data"), "--out", str(shards), "--config", str(config), "--once",
            "--max-users", str(users), "--shard-users", str(max(1, users // 2))]
+    proc, wall, cpu = run_timed(cmd)
+    if proc.returncode:
+        raise SystemExit(f"sample-server failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    rates = [float(x) for x in re.findall(r"([0-9.]+) sessions/s generated and scored", proc.stdout + proc.stderr)]
+    return {"users": users, "shards_sessions_per_s": rates, "process_wall_s": round(wall, 1),
+            "process_cpu_s": round(cpu, 1), "log_tail": (proc.stdout + proc.stderr).strip().splitlines()[-3:]}
+
+
+def run_timed(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run ``cmd`` with ``OMP_NUM_THREADS=1``; returns (the process, wall s, CPU s of the children)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        raise SystemExit(f"sample-server failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    rates = [float(x) for x in re.findall(r"([0-9.]+) sessions/s generated and scored", proc.stdout + proc.stderr)]
-    return {"users": users, "shards_sessions_per_s": rates, "process_wall_s": round(wall, 1),
-            "process_cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
-            "log_tail": (proc.stdout + proc.stderr).strip().splitlines()[-3:]}
+    return proc, wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def _cpu() -> float:

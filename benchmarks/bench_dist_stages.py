@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench_align import run_timed  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 REPO = Path(__file__).resolve().parents[1]
 ONEREC = [sys.executable, "-m", "onerec.cli"]
@@ -38,14 +37,10 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 def _launch(cmd: list[str]) -> tuple[float, float]:
     """Run ``cmd``; returns (wall s, CPU s of the children)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc, wall, cpu = run_timed(cmd)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu
 
 
 def reward_case(run: Path, config: Path, ranks: int, strategy: str, epochs: int, out: Path) -> dict:
