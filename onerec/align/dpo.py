@@ -77,6 +77,7 @@ class AlignConfig:
     eval_split: Literal["valid", "test"] = "test"  # tune on valid, report test
     threads: int = 1  # torch threads (1 is fastest for these small models on a shared 2-core machine)
     seed: int = 0
+    ntp_sessions: Literal["seed", "high_quality", "all"] = "seed"  # NTP-term samples; seed = M_0's train rule
     micro_batch_size: int = 0  # NTP samples per forward on one rank (pairs in proportion); 0 = batch_size / world
     strategy: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the policy
     progress: bool = True  # tqdm bar over each round's optimizer steps on stderr (rank 0)
@@ -91,6 +92,8 @@ class AlignConfig:
             raise ConfigError("align.beta and align.lr must be > 0, align.dpo_weight >= 0")
         if not 0 <= self.label_smoothing < 0.5:
             raise ConfigError("align.label_smoothing must lie in [0, 0.5)")
+        if self.ntp_sessions not in ("seed", "high_quality", "all"):
+            raise ConfigError(f"align.ntp_sessions must be 'seed', 'high_quality' or 'all', got {self.ntp_sessions!r}")
         if self.eval_split not in ("valid", "test") or self.threads < 1:
             raise ConfigError(f"align.eval_split must be valid or test (got {self.eval_split!r}), align.threads >= 1")
         micro = self.micro_batch_size
@@ -107,6 +110,21 @@ def load_policy(run_dir: Path) -> tuple[Any, Any, str, str]:
     codes = model.item_codes.cpu().numpy()
     version = str(info.get("version") or info.get("weights_sha256", "")[:12] or "v0")
     return model, CodeTrie.from_codes(codes, list(model.level_sizes)), version, ckpt.codes_sha256(codes)
+
+
+def ntp_rule(seed_run: Path, cfg: AlignConfig) -> str:
+    """The session rule of the NTP term: ``align.ntp_sessions``, or with "seed" the rule M_0 was trained
+    on (its run.json ``train_config.seed_sessions``), so the regulariser sees the seed model's own data —
+    on KuaiRand-Pure the paper's high-quality rule leaves ~100 samples, and 200 steps of NTP on those
+    overfit them and wreck recall."""
+    if cfg.ntp_sessions != "seed":
+        return cfg.ntp_sessions
+    run_json = Path(seed_run) / "run.json"
+    try:
+        train_config = json.loads(run_json.read_text()).get("train_config") or {}
+    except (OSError, ValueError) as exc:
+        raise OnerecError(f"{run_json}: cannot read the seed model's train config ({exc})") from exc
+    return str(train_config.get("seed_sessions", "high_quality"))
 
 
 def left_pad(rows: list[np.ndarray], width: int) -> torch.Tensor:
@@ -349,7 +367,7 @@ def _rounds(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: AlignC
     samples = pl.read_parquet(Path(data_dir) / "samples.parquet")
     sessions_path = Path(data_dir) / "sessions.parquet"
     sessions = pl.read_parquet(sessions_path, columns=["session", "high_quality"]) if sessions_path.is_file() else None
-    ntp_table = SampleTable.from_frame(seed_samples(samples, sessions, "train"))
+    ntp_table = SampleTable.from_frame(seed_samples(samples, sessions, "train", ntp_rule(seed_run, cfg)))
     if len(ntp_table) == 0:
         raise OnerecError(f"{data_dir}: no training samples for the NTP term")
     D.main_only(lambda: out.mkdir(parents=True, exist_ok=True))

@@ -63,18 +63,28 @@ class FeatureEncoder(nn.Module):
 
 
 def info_nce(
-    z_a: torch.Tensor, z_b: torch.Tensor, items_a: torch.Tensor, items_b: torch.Tensor, temperature: float
+    z_a: torch.Tensor, z_b: torch.Tensor, items_a: torch.Tensor, items_b: torch.Tensor, temperature: float,
+    log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE with in-batch negatives; z_a, z_b (B, D) unit rows, items_* (B,) their item ids."""
+    """Symmetric InfoNCE with in-batch negatives; z_a, z_b (B, D) unit rows, items_* (B,) their item ids.
+
+    ``log_q`` (I,): log of each item's share of the pairs. In-batch negatives are drawn in proportion to
+    it, so plain InfoNCE learns PMI (popular items pushed away from everything); subtracting log q_j from
+    the logit of column j (the "logQ correction" of sampled softmax, Yi et al. 2019) makes the scores
+    estimate log p(b | a) instead, popularity included."""
     batch = z_a.shape[0]
     logits = z_a @ z_b.T / temperature  # (B, B): row i = anchor a_i against every b_j
+    logits_t = logits.T
+    if log_q is not None:
+        logits = logits - log_q[items_b][None, :]
+        logits_t = logits_t - log_q[items_a][None, :]
     eye = torch.eye(batch, dtype=torch.bool, device=z_a.device)
     # column j is no negative for row i when b_j is the same item as b_i or as a_i
     dup_ab = (items_b[None, :] == items_b[:, None]) | (items_b[None, :] == items_a[:, None])
     dup_ba = (items_a[None, :] == items_a[:, None]) | (items_a[None, :] == items_b[:, None])
     target = torch.arange(batch, device=z_a.device)
     loss_ab = F.cross_entropy(logits.masked_fill(dup_ab & ~eye, float("-inf")), target)
-    loss_ba = F.cross_entropy(logits.T.masked_fill(dup_ba & ~eye, float("-inf")), target)
+    loss_ba = F.cross_entropy(logits_t.masked_fill(dup_ba & ~eye, float("-inf")), target)
     return 0.5 * (loss_ab + loss_ba)
 
 
@@ -107,6 +117,10 @@ def train_aligned(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     pairs_t = torch.from_numpy(np.ascontiguousarray(pairs, dtype=np.int64))
     n_pairs = len(pairs_t)
+    log_q = None
+    if cfg.logq_correction:  # each item's share of the pair endpoints (both sides sample negatives)
+        counts = np.bincount(pairs_t.reshape(-1).numpy(), minlength=features.n_items).astype(np.float64)
+        log_q = torch.from_numpy(np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))).float()
     steps_per_epoch = max(1, math.ceil(n_pairs / cfg.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1
@@ -128,7 +142,8 @@ def train_aligned(
                     continue
                 items = torch.cat([batch[:, 0], batch[:, 1]]).numpy()  # (2B,)
                 z = model(*_bags(features, items))  # (2B, D)
-                loss = info_nce(z[: len(batch)], z[len(batch) :], batch[:, 0], batch[:, 1], cfg.temperature)
+                loss = info_nce(z[: len(batch)], z[len(batch) :], batch[:, 0], batch[:, 1], cfg.temperature,
+                                log_q)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

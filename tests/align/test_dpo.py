@@ -161,3 +161,28 @@ def test_evaluation_uses_the_configured_split(tiny_pipeline_run: Path) -> None:
                    .filter(pl.col("split") == "valid")["user"].n_unique())
     assert result["split"] == "valid" and 0 < result["users"] <= min(8, valid_users), result
     assert "recall@10" in result and "rm_reward_max" in result, sorted(result)
+
+
+def test_ntp_term_uses_the_seed_models_session_rule(tiny_pipeline_run: Path, tmp_path: Path) -> None:
+    """align.ntp_sessions = "seed" takes the rule M_0 was trained on from its run.json (so a seed model
+    trained on every session, as on KuaiRand-Pure, is not regularised towards the ~100 high-quality samples);
+    an explicit rule wins; a missing run.json is a clear error; an unknown rule is refused."""
+    from onerec.align.dpo import ntp_rule
+    from onerec.config import ConfigError
+    from onerec.io import OnerecError
+
+    seed = tiny_pipeline_run / "model"
+    own = json.loads((seed / "run.json").read_text())["train_config"]["seed_sessions"]
+    assert ntp_rule(seed, AlignConfig()) == own
+    run = tmp_path / "m"
+    run.mkdir()
+    info = json.loads((seed / "run.json").read_text())
+    for rule in ("all", "high_quality"):
+        info["train_config"]["seed_sessions"] = rule
+        (run / "run.json").write_text(json.dumps(info))
+        assert ntp_rule(run, AlignConfig()) == rule
+    assert ntp_rule(run, AlignConfig(ntp_sessions="all")) == "all"
+    with pytest.raises(OnerecError, match="run.json"):
+        ntp_rule(tmp_path / "missing", AlignConfig())
+    with pytest.raises(ConfigError):
+        AlignConfig(ntp_sessions="some")  # type: ignore[arg-type]

@@ -69,3 +69,39 @@ def test_content_projection_preserves_feature_cosines(trained: dict) -> None:
     iu = np.triu_indices(len(x), 1)
     corr = np.corrcoef((x @ x.T)[iu], (emb @ emb.T)[iu])[0, 1]
     assert corr > 0.9, f"cosine correlation {corr:.3f} too low for a 512-d projection"
+
+
+def test_info_nce_logq_correction_exact() -> None:
+    """logQ correction: column j's logit drops by log q_j. Equal embeddings, q = (.9, .1): the row whose positive
+    is the popular item gets softmax 1/.9 / (1/.9 + 1/.1) = .1, the other .9 (both directions alike)."""
+    z = torch.nn.functional.normalize(torch.ones(2, 3), dim=-1)
+    items = torch.tensor([0, 1])
+    log_q = torch.log(torch.tensor([0.9, 0.1]))
+    loss = info_nce(z, z, items, items, temperature=0.5, log_q=log_q)
+    want = 0.5 * (-math.log(0.1) - math.log(0.9))
+    assert math.isclose(float(loss), want, rel_tol=1e-6), f"{float(loss)} != {want}"
+    # a constant log q shifts every column alike: the loss is the uncorrected one
+    same = info_nce(z, z, items, items, temperature=0.5, log_q=torch.full((2,), -3.0))
+    assert math.isclose(float(same), math.log(2), rel_tol=1e-6)
+
+
+def test_logq_correction_keeps_popularity(trained: dict) -> None:
+    """Pairs whose second item is drawn by popularity, independent of the first: plain InfoNCE has nothing to
+    learn (PMI = 0), so cosines carry no popularity; with the logQ correction the scores estimate log p(b | a),
+    and the mean cosine to all items orders items by popularity."""
+    rng = np.random.default_rng(0)
+    n = trained["features"].n_items
+    pop = 1.0 / np.arange(1, n + 1) ** 1.2
+    pop = pop[rng.permutation(n)]
+    pop /= pop.sum()
+    pairs = np.stack([rng.integers(0, n, 4000), rng.choice(n, 4000, p=pop)], axis=1)
+    corr = {}
+    for flag in (False, True):
+        cfg = dataclasses.replace(trained["cfg"], epochs=6, logq_correction=flag)
+        emb, _ = train_aligned(trained["features"], pairs, cfg)
+        centre = emb.mean(axis=0)
+        score = emb @ centre
+        rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731
+        corr[flag] = float(np.corrcoef(rank(score), rank(pop))[0, 1])
+    assert corr[True] > 0.5, f"logQ-corrected scores do not follow popularity: Spearman {corr[True]:.2f}"
+    assert corr[True] > corr[False] + 0.3, f"correction adds no popularity: {corr}"
