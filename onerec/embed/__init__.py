@@ -60,7 +60,7 @@ class EmbedConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     temperature: float = 0.07
-    logq_correction: bool = False  # subtract log(item frequency) from in-batch logits (keeps popularity)
+    logq_correction: bool = True  # subtract log(item frequency) from in-batch logits (keeps popularity)
     threads: int = 1  # small batches: on a busy 2-core machine one thread was ~15x faster than two
     progress: bool = True  # tqdm bar on stderr over the training batches (epoch, running loss)
     # --- external ---
