@@ -56,7 +56,7 @@ def main() -> None:
         data = args.work / name / "data"
         if not (data / "samples.parquet").is_file():
             cmd = [str(REPO / ".venv/bin/onerec"), "data", "prepare", "--config", config, "--out", str(data)]
-            subprocess.run(cmd, check=True, cwd=REPO)
+            subprocess.run(cmd, check=True, cwd=REPO, stdout=sys.stderr)  # stdout carries only the JSON + table
         runs = []
         for seed in seeds:
             cfg = load_section(EmbedConfig, "embed", REPO / config, [*args.overrides, f"embed.seed={seed}",

@@ -29,7 +29,7 @@ DATES = ['data.valid_start="2022-05-05"', 'data.test_start="2022-05-06"', 'data.
 def onerec(*args: str) -> None:
     cmd = [str(REPO / ".venv" / "bin" / "onerec"), *args]
     print("$", " ".join(cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO)
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=sys.stderr)  # stdout carries only the JSON + table
 
 
 def run_case(name: str, data: Path, rm: Path, epochs: int, world: Path | None) -> dict:
