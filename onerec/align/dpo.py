@@ -119,11 +119,7 @@ def ntp_rule(seed_run: Path, cfg: AlignConfig) -> str:
     overfit them and wreck recall."""
     if cfg.ntp_sessions != "seed":
         return cfg.ntp_sessions
-    run_json = Path(seed_run) / "run.json"
-    try:
-        train_config = json.loads(run_json.read_text()).get("train_config") or {}
-    except (OSError, ValueError) as exc:
-        raise OnerecError(f"{run_json}: cannot read the seed model's train config ({exc})") from exc
+    train_config = ckpt.read_run_info(Path(seed_run)).get("train_config") or {}
     return str(train_config.get("seed_sessions", "high_quality"))
 
 
