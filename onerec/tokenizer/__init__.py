@@ -9,7 +9,7 @@ reference and a fast capacity-constrained assignment), ``kmeans`` (plain residua
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from onerec.config import ConfigError
@@ -38,6 +38,10 @@ class TokenizerConfig:
     rqvae_batch_size: int = 1024
     rqvae_lr: float = 1e-3
     rqvae_beta: float = 0.25  # commitment weight (VQ-VAE eq. 3)
+    # TIGER's published recipe: hidden_dims [512, 256, 128], optimizer "adagrad", lr 0.4, init "batch"
+    rqvae_hidden_dims: list[int] = field(default_factory=list)  # empty: two layers of rqvae_hidden
+    rqvae_optimizer: Literal["adam", "adagrad"] = "adam"
+    rqvae_init: Literal["all", "batch"] = "all"  # k-means init on every item's latent or on the first batch
 
     def __post_init__(self) -> None:
         for name in ("levels", "codebook_size", "iters", "candidates", "rqvae_latent_dim",
@@ -51,6 +55,8 @@ class TokenizerConfig:
                 raise ConfigError(f"tokenizer.{name} must be >= 0, got {getattr(self, name)}")
         if self.train_points_per_centroid < 1:
             raise ConfigError("tokenizer.train_points_per_centroid must be >= 1")
+        if any(h < 1 for h in self.rqvae_hidden_dims):
+            raise ConfigError(f"tokenizer.rqvae_hidden_dims must be positive widths, got {self.rqvae_hidden_dims}")
         if self.rqvae_lr <= 0 or self.rqvae_beta < 0:
             raise ConfigError("tokenizer.rqvae_lr must be > 0 and tokenizer.rqvae_beta >= 0")
 

@@ -163,11 +163,11 @@ def tokenize_embeddings(x: np.ndarray, cfg: TokenizerConfig) -> Tokenized:
         from onerec.tokenizer.rqvae import train_rqvae
 
         trained = train_rqvae(
-            x, cfg.levels, k, cfg.seed, cfg.rqvae_latent_dim, cfg.rqvae_hidden, cfg.rqvae_epochs,
-            cfg.rqvae_batch_size, cfg.rqvae_lr, cfg.rqvae_beta,
+            x, cfg.levels, k, cfg.seed, cfg.rqvae_latent_dim, cfg.rqvae_hidden_dims or cfg.rqvae_hidden,
+            cfg.rqvae_epochs, cfg.rqvae_batch_size, cfg.rqvae_lr, cfg.rqvae_beta, cfg.rqvae_optimizer, cfg.rqvae_init,
         )
         result, space = trained.codes, "latent"
-        extra = {"recon_mse": trained.recon_mse, "train_loss": trained.losses}
+        extra = {"recon_mse": trained.recon_mse, "train_loss": trained.losses, "codes_used_per_epoch": trained.codes_used}
         tensors.update({f"rqvae.{name}": p.detach().numpy() for name, p in trained.model.state_dict().items()})
     seconds = time.perf_counter() - start
     tensors["codebooks"] = result.codebooks

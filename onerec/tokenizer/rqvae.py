@@ -8,8 +8,10 @@ Design choices
 - Loss = ||x - D(z_q)||^2 + sum_l ( ||sg(r_l) - c^l_{s_l}||^2 + beta ||r_l - sg(c^l_{s_l})||^2 )
   (codebook loss + commitment loss, VQ-VAE eq. 3, summed over levels as in RQ-VAE).
 - Codebooks are initialised by residual k-means (faiss, seeded) on the latents of the untrained
-  encoder, as TIGER does; there is no dead-code reset, so unused codes stay unused -- this is the
+  encoder (every item's, or the first batch's as TIGER does: ``init="batch"``); there is no dead-code reset, so unused codes stay unused -- this is the
   method as published, and the collapse it produces at the middle levels is the point of comparison.
+- Defaults (two hidden layers of 256, Adam lr 1e-3) train stably on CPU; TIGER's published recipe is
+  ``hidden_dims=[512, 256, 128]``, ``optimizer="adagrad"``, ``lr=0.4``, ``init="batch"``.
 - Everything is seeded: weights and batch order from a ``torch.Generator``; CPU training in float32.
 """
 
@@ -36,10 +38,11 @@ def _mlp(dims: list[int]) -> nn.Sequential:
 class RQVAE(nn.Module):
     """MLP auto-encoder with ``levels`` residual codebooks of ``k`` latent vectors."""
 
-    def __init__(self, dim: int, latent: int, hidden: int, levels: int, k: int) -> None:
+    def __init__(self, dim: int, latent: int, hidden: int | list[int], levels: int, k: int) -> None:
         super().__init__()
-        self.encoder = _mlp([dim, hidden, hidden, latent])
-        self.decoder = _mlp([latent, hidden, hidden, dim])
+        widths = [hidden, hidden] if isinstance(hidden, int) else list(hidden)
+        self.encoder = _mlp([dim, *widths, latent])
+        self.decoder = _mlp([latent, *widths[::-1], dim])
         self.codebooks = nn.Parameter(torch.zeros(levels, k, latent))  # (L, K, latent)
 
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
@@ -75,6 +78,7 @@ class RQVAEResult:
     model: RQVAE
     recon_mse: float  # mean over items and dims of ||x - D(z_q)||^2 in the embedding space
     losses: list[float]  # mean training loss per epoch
+    codes_used: list[list[int]]  # per epoch, the distinct codes used at each level (collapse over training)
 
 
 def train_rqvae(
@@ -83,13 +87,22 @@ def train_rqvae(
     k: int,
     seed: int,
     latent: int = 32,
-    hidden: int = 256,
+    hidden: int | list[int] = 256,
     epochs: int = 30,
     batch_size: int = 1024,
     lr: float = 1e-3,
     beta: float = 0.25,
+    optimizer: str = "adam",
+    init: str = "all",
 ) -> RQVAEResult:
-    """Train an RQ-VAE on ``x`` (N, d) and return the codes of every item."""
+    """Train an RQ-VAE on ``x`` (N, d) and return the codes of every item.
+
+    ``hidden``: one width (two hidden layers of it) or the list of hidden widths of the encoder (the decoder
+    mirrors it). ``optimizer``: "adam" or "adagrad"; ``init``: k-means init on "all" items' latents or on
+    the first (seeded, shuffled) "batch" of ``batch_size`` items.
+    """
+    if optimizer not in ("adam", "adagrad") or init not in ("all", "batch"):
+        raise ValueError(f"unknown RQ-VAE optimizer {optimizer!r} or init {init!r}")
     x_t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))  # (N, d)
     n, dim = x_t.shape
     gen = torch.Generator().manual_seed(seed)
@@ -97,11 +110,13 @@ def train_rqvae(
         torch.manual_seed(seed)
         model = RQVAE(dim, latent, hidden, levels, k)
     with torch.no_grad():  # k-means init of the codebooks on the untrained encoder's latents
-        z = model.encoder(x_t).numpy()
-        init = residual_quantize(z, levels, lambda r, level: fit_kmeans_level(r, k, seed + level, iters=10))
-        model.codebooks.copy_(torch.from_numpy(init.codebooks))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
+        first = x_t if init == "all" else x_t[torch.randperm(n, generator=gen)[:batch_size]]
+        z = model.encoder(first).numpy()
+        seeded = residual_quantize(z, levels, lambda r, level: fit_kmeans_level(r, k, seed + level, iters=10))
+        model.codebooks.copy_(torch.from_numpy(seeded.codebooks))
+    opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.Adagrad
+    opt = opt_cls(model.parameters(), lr=lr)
+    losses, used = [], []
     model.train()
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen)
@@ -114,6 +129,9 @@ def train_rqvae(
             opt.step()
             total += float(loss.detach()) * len(batch)
         losses.append(total / n)
+        with torch.no_grad():
+            epoch_codes = model.quantize(model.encoder(x_t))[1]  # (N, L)
+        used.append([int(torch.unique(epoch_codes[:, level]).numel()) for level in range(levels)])
     model.eval()
     with torch.no_grad():
         z = model.encoder(x_t)  # (N, latent)
@@ -123,4 +141,4 @@ def train_rqvae(
         result = ResidualCodes(
             codes.numpy().astype(np.int64), model.codebooks.detach().numpy().copy(), mse, float(z.pow(2).mean())
         )
-    return RQVAEResult(result, model, recon, losses)
+    return RQVAEResult(result, model, recon, losses, used)

@@ -42,3 +42,16 @@ def test_rqvae_training_lowers_the_loss(clustered: np.ndarray) -> None:
     """The mean training loss of the last epoch is below the first epoch's."""
     losses = _rqvae(clustered[:600]).losses
     assert losses[-1] < losses[0], f"loss did not fall: {losses}"
+
+
+def test_rqvae_tiger_recipe_options(clustered: np.ndarray) -> None:
+    """TIGER's recipe (tapered encoder, Adagrad, first-batch init) trains, is seeded, and tracks code usage."""
+    kw = dict(latent=8, hidden=[32, 16, 8], epochs=3, batch_size=128, lr=0.05, optimizer="adagrad", init="batch")
+    a = train_rqvae(clustered[:600], 3, 16, 0, **kw)
+    b = train_rqvae(clustered[:600], 3, 16, 0, **kw)
+    assert [m.out_features for m in a.model.encoder if hasattr(m, "out_features")] == [32, 16, 8, 8]
+    assert np.array_equal(a.codes.codes, b.codes.codes), "same seed gave different codes"
+    assert len(a.codes_used) == 3 and all(1 <= u <= 16 for row in a.codes_used for u in row)
+    assert a.codes_used[-1] == [len(np.unique(a.codes.codes[:, lv])) for lv in range(3)]
+    with pytest.raises(ValueError, match="optimizer"):
+        train_rqvae(clustered[:600], 3, 16, 0, optimizer="sgd")
