@@ -65,6 +65,7 @@ class AlignConfig:
     dpo_weight: float = 1.0  # λ
     label_smoothing: float = 0.0  # cdpo only
     min_reward_gap: float = 0.0  # pair filter: best - worst reward must reach this
+    chosen_nll_weight: float = 0.0  # α: + λ·α·(per-token NLL of the chosen session), RPO (Pang et al. 2024)
     reward_key: str = "reward"
     steps: int = 100  # optimizer steps per round
     batch_size: int = 64  # NTP samples per step
@@ -88,6 +89,8 @@ class AlignConfig:
             raise ConfigError("align.rounds, steps, session_len must be >= 1 and align.n_beams >= 2")
         if not 0 < self.user_share <= 1:
             raise ConfigError(f"align.user_share must lie in (0, 1], got {self.user_share}")
+        if self.chosen_nll_weight < 0:
+            raise ConfigError(f"align.chosen_nll_weight must be >= 0, got {self.chosen_nll_weight}")
         if self.beta <= 0 or self.dpo_weight < 0 or self.lr <= 0:
             raise ConfigError("align.beta and align.lr must be > 0, align.dpo_weight >= 0")
         if not 0 <= self.label_smoothing < 0.5:
@@ -168,6 +171,10 @@ class _StepLoss(nn.Module):
             pol_c = self.policy.sequence_logp(pair_history, chosen)  # (P,)
             pol_r = self.policy.sequence_logp(pair_history, rejected)
             pref = preference_loss(cfg.loss, pol_c, pol_r, ref_chosen, ref_rejected, cfg.beta, cfg.label_smoothing)
+            if cfg.chosen_nll_weight > 0:  # RPO: keep the chosen session likely, so DPO cannot buy its margin by
+                # pushing both sessions down and moving the mass off the data
+                tokens = chosen.shape[1] * len(self.policy.level_sizes)
+                pref = pref - cfg.chosen_nll_weight * pol_c / tokens
             loss = loss + cfg.dpo_weight * pref.mean()
             margin = logratio_margin(pol_c, pol_r, ref_chosen, ref_rejected).detach()
             stats += [pref.mean().detach(), margin.mean(), (margin > 0).float().mean()]
