@@ -87,6 +87,7 @@ def generated_sessions(run_dir: Path, history: np.ndarray, m: int, beams: int) -
     from onerec.tokenizer.trie import CodeTrie
 
     model, _ = load_run(run_dir)
+    m = min(m, int(model.config.max_session_items))  # the model writes at most its configured session length
     trie = CodeTrie.from_codes(model.item_codes.cpu().numpy(), list(model.level_sizes))
     width = int(model.config.max_history)
     out = []
@@ -148,5 +149,7 @@ def simulator_spearman(model: RewardModel, table: SessionTable, rows: np.ndarray
     judge_cat = {key: np.concatenate(v) for key, v in judge_all.items()}
     labels, group = np.asarray(names), np.concatenate(groups)
     out = {name: _correlations(rm_cat, judge_cat, labels == name, group) for name in sets}
+    if "generated" in sets:  # what the model would be judged on: held-out logged plus its own sessions
+        out["logged+generated"] = _correlations(rm_cat, judge_cat, np.isin(labels, ["logged", "generated"]), group)
     out["all"] = _correlations(rm_cat, judge_cat, np.ones(len(labels), bool), group)
     return out

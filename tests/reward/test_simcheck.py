@@ -40,3 +40,19 @@ def test_within_user_spearman_uses_each_users_candidates_only() -> None:
     entry = _correlations(rm, judge, np.ones(6, bool), group)
     assert entry["within_user_spearman_reward"] == 1.0, entry
     assert entry["spearman_reward"] < 1.0, "the pooled correlation sees the offset"
+
+
+def test_generated_sessions_are_valid_distinct_and_capped(tiny_pipeline_run) -> None:
+    """A run's generated sessions for the agreement check: `beams` per history, valid distinct items, at most
+    the model's own session length even when more is asked."""
+    from onerec.checkpoint import load_run
+    from onerec.reward.simcheck import generated_sessions
+
+    model, _ = load_run(tiny_pipeline_run / "model")
+    n_items, cap = int(model.item_codes.shape[0]), int(model.config.max_session_items)
+    history = np.full((4, 12), -1, np.int64)
+    history[:, -5:] = np.arange(20).reshape(4, 5) % n_items
+    out = generated_sessions(tiny_pipeline_run / "model", history, cap + 4, beams=3)
+    assert out.shape == (12, cap), out.shape
+    assert ((out >= 0) & (out < n_items)).all(), "generated an id outside the catalogue"
+    assert all(len(set(row)) == cap for row in out.tolist()), "a generated session repeats an item"
