@@ -73,10 +73,12 @@ def main() -> None:
     targets = np.concatenate([np.asarray(p, np.int64) for p in held.positives[: args.users]])
     out["held_out_targets"] = describe(targets)
     print(json.dumps(out))
-    print(f"{'':<16} {'distinct':>8} {'share train':>11} {'share valid':>11} {'share test':>10} {'valid/train':>11} {'test/train':>10}")
+    print(f"{'':<16} {'distinct':>8} {'share train':>11} {'share valid':>11} {'share test':>10} "
+          f"{'valid/train':>11} {'test/train':>10}")
     for name, e in [*out["policies"].items(), ("held-out targets", out["held_out_targets"])]:
-        print(f"{name:<16} {e['distinct_items']:>8} {e['mean_share_train']*1e4:>9.2f}e-4 {e['mean_share_valid']*1e4:>9.2f}e-4 "
-              f"{e['mean_share_test']*1e4:>8.2f}e-4 {e['valid_over_train']:>11.3f} {e['test_over_train']:>10.3f}")
+        print(f"{name:<16} {e['distinct_items']:>8} {e['mean_share_train'] * 1e4:>9.2f}e-4 "
+              f"{e['mean_share_valid'] * 1e4:>9.2f}e-4 {e['mean_share_test'] * 1e4:>8.2f}e-4 "
+              f"{e['valid_over_train']:>11.3f} {e['test_over_train']:>10.3f}")
 
 
 if __name__ == "__main__":

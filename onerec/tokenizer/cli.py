@@ -167,7 +167,8 @@ def tokenize_embeddings(x: np.ndarray, cfg: TokenizerConfig) -> Tokenized:
             cfg.rqvae_epochs, cfg.rqvae_batch_size, cfg.rqvae_lr, cfg.rqvae_beta, cfg.rqvae_optimizer, cfg.rqvae_init,
         )
         result, space = trained.codes, "latent"
-        extra = {"recon_mse": trained.recon_mse, "train_loss": trained.losses, "codes_used_per_epoch": trained.codes_used}
+        extra = {"recon_mse": trained.recon_mse, "train_loss": trained.losses,
+                 "codes_used_per_epoch": trained.codes_used}
         tensors.update({f"rqvae.{name}": p.detach().numpy() for name, p in trained.model.state_dict().items()})
     seconds = time.perf_counter() - start
     tensors["codebooks"] = result.codebooks

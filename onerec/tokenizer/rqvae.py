@@ -8,8 +8,10 @@ Design choices
 - Loss = ||x - D(z_q)||^2 + sum_l ( ||sg(r_l) - c^l_{s_l}||^2 + beta ||r_l - sg(c^l_{s_l})||^2 )
   (codebook loss + commitment loss, VQ-VAE eq. 3, summed over levels as in RQ-VAE).
 - Codebooks are initialised by residual k-means (faiss, seeded) on the latents of the untrained
-  encoder (every item's, or the first batch's as TIGER does: ``init="batch"``); there is no dead-code reset, so unused codes stay unused -- this is the
-  method as published, and the collapse it produces at the middle levels is the point of comparison.
+  encoder (every item's, or the first batch's as TIGER does: ``init="batch"``); there is no dead-code
+  reset, so unused codes stay unused -- this is the method as published, and the collapse it produces
+  is the point of comparison (the literature's hourglass is at the middle levels; on our real data it
+  is at level 0, see the README).
 - Defaults (two hidden layers of 256, Adam lr 1e-3) train stably on CPU; TIGER's published recipe is
   ``hidden_dims=[512, 256, 128]``, ``optimizer="adagrad"``, ``lr=0.4``, ``init="batch"``.
 - Everything is seeded: weights and batch order from a ``torch.Generator``; CPU training in float32.
