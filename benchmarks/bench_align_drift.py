@@ -39,7 +39,6 @@ def main() -> None:
     from onerec.checkpoint import load_run
     from onerec.evaluate.datasets import next_session_from_data
     from onerec.evaluate.generative import GenerativeRecommender
-    from onerec.tokenizer.trie import CodeTrie
 
     torch.set_num_threads(1)
     inter = pl.read_parquet(args.data / "interactions.parquet", columns=["item", "session", "positive"])
@@ -66,8 +65,7 @@ def main() -> None:
         name, run = spec.split("=", 1)
         model, _ = load_run(Path(run))
         model.eval()
-        trie = CodeTrie.from_codes(model.item_codes.cpu().numpy(), list(model.level_sizes))
-        rec = GenerativeRecommender(model, beam_size=args.beams, m=args.m, trie=trie)
+        rec = GenerativeRecommender(model, beam_size=args.beams, m=args.m)  # builds the model's own trie
         items = np.concatenate([rec(hist[i:i + 64], 10) for i in range(0, len(hist), 64)])
         out["policies"][name] = describe(items[items >= 0])
     targets = np.concatenate([np.asarray(p, np.int64) for p in held.positives[: args.users]])
