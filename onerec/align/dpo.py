@@ -5,7 +5,9 @@ Design choices
   share ``user_share`` of the training users, the reward model picks best and worst, and ``M_{t+1}``
   (initialised from ``M_t``) trains on ``L = L_NTP + λ·L_DPO`` with ``M_t`` as the frozen reference through
   log-probs precomputed by the sampler (``onerec.align.sampler``): no second model in memory, and the
-  reference cannot change by construction.
+  reference cannot change by construction. ``reference = "seed"`` anchors every round to ``M_0`` instead: the
+  pairs' reference log-probs are recomputed with the seed model (rank 0, once per round), so the DPO term's
+  implicit KL stays measured from ``M_0`` and drift does not compound over rounds.
 - Pairs come from the sampler in-process (default) or, with ``--shards DIR``, from shards the sampling
   server (``onerec sample-server``) wrote for exactly this policy version.
 - Every round keeps its own directory ``OUT/round_<t>/``: a run directory (``model.safetensors``,
@@ -66,6 +68,7 @@ class AlignConfig:
     label_smoothing: float = 0.0  # cdpo only
     min_reward_gap: float = 0.0  # pair filter: best - worst reward must reach this
     chosen_nll_weight: float = 0.0  # α: + λ·α·(per-token NLL of the chosen session), RPO (Pang et al. 2024)
+    reference: Literal["previous", "seed"] = "previous"  # DPO reference of round t: M_{t-1} (paper) or M_0 (anchor)
     reward_key: str = "reward"
     steps: int = 100  # optimizer steps per round
     batch_size: int = 64  # NTP samples per step
@@ -95,6 +98,8 @@ class AlignConfig:
             raise ConfigError("align.beta and align.lr must be > 0, align.dpo_weight >= 0")
         if not 0 <= self.label_smoothing < 0.5:
             raise ConfigError("align.label_smoothing must lie in [0, 0.5)")
+        if self.reference not in ("previous", "seed"):
+            raise ConfigError(f"align.reference must be 'previous' or 'seed', got {self.reference!r}")
         if self.ntp_sessions not in ("seed", "high_quality", "all"):
             raise ConfigError(f"align.ntp_sessions must be 'seed', 'high_quality' or 'all', got {self.ntp_sessions!r}")
         if self.eval_split not in ("valid", "test") or self.threads < 1:
@@ -134,6 +139,24 @@ def left_pad(rows: list[np.ndarray], width: int) -> torch.Tensor:
         if row.size:
             out[r, out.shape[1] - row.size:] = torch.from_numpy(row)
     return out
+
+
+@torch.no_grad()
+def reference_logps(model: Any, pairs: pl.DataFrame, batch_size: int = 64) -> pl.DataFrame:
+    """``pairs`` with ``ref_chosen_logp`` / ``ref_rejected_logp`` recomputed by ``model`` (eval mode)."""
+    model.eval()
+    width = model.config.max_history
+    hist = [np.asarray(h, np.int64) for h in pairs["history"].to_list()]
+    out: dict[str, list[np.ndarray]] = {"chosen": [], "rejected": []}
+    for start in range(0, len(hist), batch_size):
+        h = left_pad(hist[start:start + batch_size], width)
+        for key in out:
+            sessions = torch.tensor(pairs[key][start:start + batch_size].to_list(), dtype=torch.long)
+            out[key].append(model.sequence_logp(h, sessions).double().numpy())
+    if not hist:
+        return pairs
+    return pairs.with_columns(pl.Series("ref_chosen_logp", np.concatenate(out["chosen"])),
+                              pl.Series("ref_rejected_logp", np.concatenate(out["rejected"])))
 
 
 def user_histories(data_dir: Path, max_history: int, max_users: int = 0,
@@ -377,6 +400,7 @@ def _rounds(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: AlignC
     policy_dir = Path(seed_run)
     table = []
     policy, trie, version, codes_sha = load_policy(policy_dir)
+    anchor: list[Any] = []  # the seed model M_0 for ``reference = "seed"``, loaded on rank 0 when first needed
 
     def evaluate_seed() -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -401,6 +425,10 @@ def _rounds(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: AlignC
             else:
                 pairs = sample_pairs(policy, trie, rm, history[pick], users[pick], sample_ids[pick], cfg.n_beams,
                                      cfg.session_len, version, codes_sha, cfg.reward_key, cfg.min_reward_gap)
+            if cfg.reference == "seed" and t > 1:  # round 1's sampler is M_0 already
+                if not anchor:
+                    anchor.append(load_policy(Path(seed_run))[0])
+                pairs = reference_logps(anchor[0], pairs)
             return pairs, n_pick, time.perf_counter() - start, parent
 
         pairs, n_pick, sample_s, parent_info = D.main_only(sample)

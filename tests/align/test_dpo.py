@@ -209,3 +209,33 @@ def test_ntp_term_uses_the_seed_models_session_rule(tiny_pipeline_run: Path, tmp
         ntp_rule(tmp_path / "missing", AlignConfig())
     with pytest.raises(ConfigError):
         AlignConfig(ntp_sessions="some")  # type: ignore[arg-type]
+
+
+def test_seed_reference_anchors_every_round_to_m0(tiny_pipeline_run: Path, tmp_path: Path) -> None:
+    """align.reference = "seed": round 2's stored reference log-probs are M_0's log-probs of its pairs, not
+    those of the round-1 policy that sampled them (the default, "previous"); an unknown value is refused."""
+    from onerec.align.dpo import reference_logps, run_alignment
+    from onerec.config import ConfigError
+
+    run = tiny_pipeline_run
+    common = dict(rounds=2, user_share=0.2, n_beams=6, session_len=3, steps=4, batch_size=16, pair_batch_size=8,
+                  eval_users=8, eval_beams=4, lr=3e-3, progress=False)
+    stored = {}
+    for ref in ("previous", "seed"):
+        out = tmp_path / ref
+        run_alignment(run / "model", run / "rm", run / "data", out, AlignConfig(reference=ref, **common),
+                      log=lambda _: None)
+        stored[ref] = pl.read_parquet(out / "round_2" / "pairs.parquet")
+    m0, _, _, _ = load_policy(run / "model")
+    m1, _, _, _ = load_policy(tmp_path / "seed" / "round_1")
+    for ref, model in (("seed", m0), ("previous", m1)):
+        pairs = stored[ref]
+        assert pairs.height > 0
+        fresh = reference_logps(model, pairs)
+        np.testing.assert_allclose(pairs["ref_chosen_logp"].to_numpy(), fresh["ref_chosen_logp"].to_numpy(), atol=1e-4)
+        np.testing.assert_allclose(pairs["ref_rejected_logp"].to_numpy(), fresh["ref_rejected_logp"].to_numpy(),
+                                   atol=1e-4)
+    other = reference_logps(m1, stored["seed"])  # M_1 and M_0 disagree on these pairs: the anchor is not a no-op
+    assert np.abs(other["ref_chosen_logp"].to_numpy() - stored["seed"]["ref_chosen_logp"].to_numpy()).max() > 1e-3
+    with pytest.raises(ConfigError, match="reference"):
+        AlignConfig(reference="initial")  # type: ignore[arg-type]
