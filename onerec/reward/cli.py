@@ -60,11 +60,15 @@ def eval_cmd(
     if as_json:
         typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
         return
-    typer.echo(f"test sessions {metrics['test_sessions']:,}")
-    names = [k.removeprefix("auc_") for k in next(iter(metrics["towers"].values())) if k.startswith("auc_")]
-    typer.echo("tower  positives  " + "  ".join(f"{n:>14}" for n in names))
-    for tower, entry in metrics["towers"].items():
-        typer.echo(f"{tower:<6} {entry['positives']:>9}  " + "  ".join(f"{entry['auc_' + n]:>14.4f}" for n in names))
+    first = next(iter(metrics["towers"].values()))
+    names = [k.removeprefix("auc_") for k in first if k.startswith("auc_") and not k.endswith("_multi_item")]
+    for title, suffix in ((f"test sessions {metrics['test_sessions']:,}", ""),
+                          (f"of which with >= 2 items {metrics['multi_item_test_sessions']:,}", "_multi_item")):
+        typer.echo(title)
+        typer.echo("tower  positives  " + "  ".join(f"{n:>14}" for n in names))
+        for tower, entry in metrics["towers"].items():
+            typer.echo(f"{tower:<6} {entry['positives']:>9}  "
+                       + "  ".join(f"{entry['auc_' + n + suffix]:>14.4f}" for n in names))
     if "simulator" in metrics:
         typer.echo("simulator: " + json.dumps(metrics["simulator"]))
 

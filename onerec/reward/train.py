@@ -328,13 +328,17 @@ def evaluate_reward(rm_dir: Path, data_dir: Path, out_dir: Path | None = None, w
         pointwise = RewardModel(pointwise_config, model.towers, catalog, model.meta)
         fit(pointwise, table, labels, train, session_rows(table, [config.valid_split]), pointwise_config)
         preds["pointwise"] = predict(pointwise, table, test)
-    metrics: dict[str, Any] = {"test_sessions": int(len(test)), "train_sessions": int(len(train)), "towers": {}}
+    # the session attention can only matter where a session has several items: AUC on those too
+    multi = (table.items[test] >= 0).sum(1) >= 2  # (len(test),)
+    metrics: dict[str, Any] = {"test_sessions": int(len(test)), "train_sessions": int(len(train)),
+                               "multi_item_test_sessions": int(multi.sum()), "towers": {}}
     out_dir.mkdir(parents=True, exist_ok=True)
     for t in model.towers:
         y = labels.binary[t][test]
         entry = {"positives": int(np.nansum(y)), "labelled": int((~np.isnan(y)).sum())}
         for name, p in preds.items():
             entry[f"auc_{name}"] = auc(y, p[t])
+            entry[f"auc_{name}_multi_item"] = auc(y[multi], p[t][multi])
         # the towers predict the session target (a rate for "mean"), so that is what calibration compares with
         curves = {n: reliability(labels.session[t][test], p[t]) for n, p in preds.items() if n != "item_rate"}
         entry["ece_reward_model"] = curves["reward_model"]["ece"][0]

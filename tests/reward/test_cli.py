@@ -50,9 +50,11 @@ def test_eval_reports_auc_against_both_baselines(trained: Path, reward_data: Pat
     assert set(metrics["towers"]) == set(towers)
     for tower, entry in metrics["towers"].items():
         for key in ("auc_reward_model", "auc_item_rate", "auc_pointwise"):
-            assert key in entry and (np.isnan(entry[key]) or 0 <= entry[key] <= 1), (tower, entry)
+            for k in (key, key + "_multi_item"):  # all test sessions, and those with >= 2 items
+                assert k in entry and (np.isnan(entry[k]) or 0 <= entry[k] <= 1), (tower, entry)
         png = tmp_path / f"calibration_{tower}.png"
         assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG", f"missing calibration plot {png}"
+    assert 0 < metrics["multi_item_test_sessions"] <= metrics["test_sessions"], metrics
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
 
 
