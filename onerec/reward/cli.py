@@ -67,7 +67,7 @@ def eval_cmd(
         typer.echo(title)
         typer.echo("tower  positives  " + "  ".join(f"{n:>14}" for n in names))
         for tower, entry in metrics["towers"].items():
-            typer.echo(f"{tower:<6} {entry['positives']:>9}  "
+            typer.echo(f"{tower:<6} {entry['positives' + suffix]:>9}  "
                        + "  ".join(f"{entry['auc_' + n + suffix]:>14.4f}" for n in names))
     if "simulator" in metrics:
         typer.echo("simulator: " + json.dumps(metrics["simulator"]))

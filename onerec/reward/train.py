@@ -335,7 +335,8 @@ def evaluate_reward(rm_dir: Path, data_dir: Path, out_dir: Path | None = None, w
     out_dir.mkdir(parents=True, exist_ok=True)
     for t in model.towers:
         y = labels.binary[t][test]
-        entry = {"positives": int(np.nansum(y)), "labelled": int((~np.isnan(y)).sum())}
+        entry = {"positives": int(np.nansum(y)), "labelled": int((~np.isnan(y)).sum()),
+                 "positives_multi_item": int(np.nansum(y[multi]))}
         for name, p in preds.items():
             entry[f"auc_{name}"] = auc(y, p[t])
             entry[f"auc_{name}_multi_item"] = auc(y[multi], p[t][multi])

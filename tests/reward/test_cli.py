@@ -55,6 +55,7 @@ def test_eval_reports_auc_against_both_baselines(trained: Path, reward_data: Pat
         png = tmp_path / f"calibration_{tower}.png"
         assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG", f"missing calibration plot {png}"
     assert 0 < metrics["multi_item_test_sessions"] <= metrics["test_sessions"], metrics
+    assert all(0 <= e["positives_multi_item"] <= e["positives"] for e in metrics["towers"].values()), metrics
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
 
 
