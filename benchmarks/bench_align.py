@@ -42,16 +42,39 @@ def align_seeds(run: Path, config: Path, seeds: list[int], split: str, overrides
 
     torch.set_num_threads(1)
     per_seed = {}
+    m0 = None  # M_0's row does not depend on align.seed: evaluate it once, reuse it (cached across processes)
     for seed in seeds:
         cfg = load_section(AlignConfig, "align", config, [*overrides, f"align.seed={seed}", f"align.eval_split={split}"])
+        cache = m0_cache(run, cfg)
+        if m0 is None and cache.is_file():
+            m0 = json.loads(cache.read_text())
         start = time.perf_counter()
         cpu0 = _cpu()
         world = run / "world" if (run / "world").is_dir() else None
         result = run_alignment(run / "model", run / "rm", run / "data", out / f"seed{seed}", cfg, world,
-                               log=lambda line: print(line, file=sys.stderr))
+                               log=lambda line: print(line, file=sys.stderr), seed_metrics=m0)
+        if m0 is None:
+            m0 = result["rounds"][0]
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(m0))
         per_seed[seed] = {"rounds": result["rounds"], "wall_s": round(time.perf_counter() - start, 1),
                           "cpu_s": round(_cpu() - cpu0, 1), "config": result["config"]}
     return per_seed
+
+
+def m0_cache(run: Path, cfg) -> Path:
+    """Where M_0's evaluation row is kept: keyed by the run's model and RM weights and the evaluation settings."""
+    import hashlib
+
+    def sha(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    key = {"model": sha(run / "model" / "model.safetensors"),
+           "rm": sorted((p.name, sha(p)) for p in (run / "rm").glob("*.safetensors")),
+           **{k: getattr(cfg, k) for k in ("eval_users", "eval_beams", "eval_split", "session_len")},
+           "world": (run / "world").is_dir()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return REPO / "runs" / "bench_align" / "m0_cache" / f"{run.name}-{digest}.json"
 
 
 def summarise(per_seed: dict) -> dict:

@@ -358,15 +358,19 @@ ALIGN_TIMEOUT_S = 4 * 3600.0  # under torchrun the other ranks wait this long at
 
 
 def run_alignment(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: AlignConfig,
-                  world_dir: Path | None = None, shards: Path | None = None, log: Any = print) -> dict[str, Any]:
-    """All rounds, alone or under torchrun; returns the per-round table (rank 0 writes ``OUT/metrics.json``)."""
+                  world_dir: Path | None = None, shards: Path | None = None, log: Any = print,
+                  seed_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """All rounds, alone or under torchrun; returns the per-round table (rank 0 writes ``OUT/metrics.json``).
+
+    ``seed_metrics``: M_0's row from an earlier run with the same evaluation settings (its ``version`` must be
+    this seed run's), used instead of evaluating M_0 again (benchmarks that repeat M_0 over seeds)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     owns_group = not torch.distributed.is_initialized()  # a caller that set up the group tears it down
     info = D.init_distributed(cfg.device, timeout_s=ALIGN_TIMEOUT_S)
     try:
         return _rounds(Path(seed_run), Path(rm_dir), Path(data_dir), Path(out), cfg, world_dir, shards,
-                       log if info.is_main else _quiet, info)
+                       log if info.is_main else _quiet, info, seed_metrics)
     finally:
         if owns_group:
             D.teardown()
@@ -377,7 +381,7 @@ def _quiet(_: str) -> None:
 
 
 def _rounds(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: AlignConfig, world_dir: Path | None,
-            shards: Path | None, log: Any, info: D.DistInfo) -> dict[str, Any]:
+            shards: Path | None, log: Any, info: D.DistInfo, seed_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """The rounds of :func:`run_alignment`; sampling, evaluation and writing on rank 0 (``D.main_only``)."""
     from onerec.batching import SampleTable, seed_samples
     from onerec.io import atomic_path
@@ -403,6 +407,10 @@ def _rounds(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: AlignC
     anchor: list[Any] = []  # the seed model M_0 for ``reference = "seed"``, loaded on rank 0 when first needed
 
     def evaluate_seed() -> dict[str, Any]:
+        if seed_metrics is not None:
+            if seed_metrics.get("version") != version:
+                raise OnerecError(f"seed_metrics are of policy {seed_metrics.get('version')!r}, not of {version!r}")
+            return dict(seed_metrics)
         t0 = time.perf_counter()
         metrics0 = evaluate_policy(policy, trie, rm, data_dir, cfg, world)
         return {"round": 0, "version": version, **metrics0, "eval_s": round(time.perf_counter() - t0, 1)}

@@ -216,16 +216,25 @@ def test_seed_reference_anchors_every_round_to_m0(tiny_pipeline_run: Path, tmp_p
     those of the round-1 policy that sampled them (the default, "previous"); an unknown value is refused."""
     from onerec.align.dpo import reference_logps, run_alignment
     from onerec.config import ConfigError
+    from onerec.io import OnerecError
 
     run = tiny_pipeline_run
     common = dict(rounds=2, user_share=0.2, n_beams=6, session_len=3, steps=4, batch_size=16, pair_batch_size=8,
                   eval_users=8, eval_beams=4, lr=3e-3, progress=False)
-    stored = {}
+    stored, rows = {}, {}
     for ref in ("previous", "seed"):
         out = tmp_path / ref
-        run_alignment(run / "model", run / "rm", run / "data", out, AlignConfig(reference=ref, **common),
-                      log=lambda _: None)
+        m0 = rows["previous"][0] if rows else None  # the second run reuses M_0's evaluation (seed_metrics)
+        rows[ref] = run_alignment(run / "model", run / "rm", run / "data", out, AlignConfig(reference=ref, **common),
+                                  log=lambda _: None, seed_metrics=m0)["rounds"]
         stored[ref] = pl.read_parquet(out / "round_2" / "pairs.parquet")
+    keys = ["version", "recall@10", "rm_reward_mean", "rm_reward_max"]
+    for t in (0, 1):  # M_0 (reused) and round 1 (reference M_0 either way) are the same; round 2 differs
+        assert [rows["seed"][t][k] for k in keys] == [rows["previous"][t][k] for k in keys], t
+    assert rows["seed"][2]["version"] != rows["previous"][2]["version"]
+    with pytest.raises(OnerecError, match="seed_metrics"):
+        run_alignment(run / "model", run / "rm", run / "data", tmp_path / "bad", AlignConfig(**common),
+                      log=lambda _: None, seed_metrics={**rows["seed"][0], "version": "other"})
     m0, _, _, _ = load_policy(run / "model")
     m1, _, _, _ = load_policy(tmp_path / "seed" / "round_1")
     for ref, model in (("seed", m0), ("previous", m1)):
