@@ -144,6 +144,8 @@ def left_pad(rows: list[np.ndarray], width: int) -> torch.Tensor:
 @torch.no_grad()
 def reference_logps(model: Any, pairs: pl.DataFrame, batch_size: int = 64) -> pl.DataFrame:
     """``pairs`` with ``ref_chosen_logp`` / ``ref_rejected_logp`` recomputed by ``model`` (eval mode)."""
+    if pairs.height == 0:
+        return pairs
     model.eval()
     width = model.config.max_history
     hist = [np.asarray(h, np.int64) for h in pairs["history"].to_list()]
@@ -153,8 +155,6 @@ def reference_logps(model: Any, pairs: pl.DataFrame, batch_size: int = 64) -> pl
         for key in out:
             sessions = torch.tensor(pairs[key][start:start + batch_size].to_list(), dtype=torch.long)
             out[key].append(model.sequence_logp(h, sessions).double().numpy())
-    if not hist:
-        return pairs
     return pairs.with_columns(pl.Series("ref_chosen_logp", np.concatenate(out["chosen"])),
                               pl.Series("ref_rejected_logp", np.concatenate(out["rejected"])))
 
