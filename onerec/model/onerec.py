@@ -8,7 +8,8 @@ Design choices
   method takes item ids, and a checkpoint carries the codes it was trained with.
 - Encoder input: a learned ``[USER]`` token (so an empty history is still attendable) followed by the
   history items. Each item is the sum of its D token embeddings, plus a linear projection of the frozen
-  item-embedding matrix when ``item_emb_dim > 0`` (buffer ``item_embeddings``), plus a learned embedding of
+  item-embedding matrix when ``item_emb_dim > 0`` (buffer ``item_embeddings``), plus a learned per-item
+  embedding when ``item_id_emb`` (encoder only: the decoder still reads and writes codes), plus a learned embedding of
   its *recency rank* (0 = most recent), plus optionally a learned log2 time-gap bucket embedding.
 - Padding: histories are padded with -1. Ranks are computed from the valid mask, so left padding (the
   canonical form: ``samples.history`` keeps the last items, oldest first) and right padding give the same
@@ -65,6 +66,7 @@ class ModelConfig:
     max_session_items: int = 10  # m at most (decoder positions = m * (D + 1))
     time_buckets: int = 0  # > 0: add a log2(seconds) time-gap bucket embedding (needs history_ts)
     item_emb_dim: int = 0  # > 0: project a frozen (I, item_emb_dim) item-embedding matrix into the encoder
+    item_id_emb: bool = False  # add a learned per-item embedding (I, d_model) to the encoder's history items
     dropout: float = 0.0
     tie_embeddings: bool = True
     init_std: float = 0.02
@@ -149,6 +151,7 @@ class OneRec(nn.Module):
             self.item_proj = nn.Linear(config.item_emb_dim, c, bias=False)
         elif item_embeddings is not None:
             raise OnerecError("item embeddings were given but model.item_emb_dim is 0")
+        self.item_id_table = nn.Embedding(self.n_items, c) if config.item_id_emb else None
         self.enc_blocks = nn.ModuleList(
             EncoderBlock(c, config.n_heads, config.d_ff, config.dropout) for _ in range(config.encoder_layers))
         self.enc_norm = nn.LayerNorm(c)
@@ -203,6 +206,8 @@ class OneRec(nn.Module):
         x = self.token_emb(tokens).sum(dim=2)  # (B, n, C)
         if self.item_proj is not None:
             x = x + self.item_proj(self.item_embeddings[items])
+        if self.item_id_table is not None:
+            x = x + self.item_id_table(items)
         x = x + self.enc_pos(rank.clamp(0, cfg.max_history - 1))
         if self.time_emb is not None:
             if history_ts is None:

@@ -140,6 +140,20 @@ def test_item_embeddings_and_time_buckets_enter_the_encoder():
         "time gaps did not change the output"
 
 
+def test_item_id_embedding_learns_only_history_rows():
+    """``item_id_emb`` adds a learned per-item table to the encoder: it changes the output, and a backward
+    pass gives gradient to exactly the rows of the items in the history (padding and other items get none)."""
+    ids, _ = catalogue()
+    history, sessions = torch.tensor([[-1, 3, 7], [5, 5, 9]]), torch.tensor([[1, 2], [3, 4]])
+    plain = tiny_model(ids)(history, sessions).loss
+    model = tiny_model(ids, item_id_emb=True)
+    out = model(history, sessions)
+    assert not torch.equal(plain, out.loss), "the item-id embedding did not change the output"
+    out.loss.backward()
+    touched = set(torch.nonzero(model.item_id_table.weight.grad.abs().sum(1)).flatten().tolist())
+    assert touched == {3, 5, 7, 9}, f"gradient reached item rows {sorted(touched)}"
+
+
 def test_time_gap_buckets_by_hand():
     """Buckets are floor(log2(1 + seconds before the newest item)), clamped, 0 on padding."""
     ts = torch.tensor([[-1, 0, 999_000, 1_002_000, 1_003_000]])
