@@ -24,12 +24,14 @@ class EvalConfig:
     max_samples: int = 0  # > 0: score only the first N samples (the same N for the model and the baselines)
     threads: int = 2
     progress: bool = True  # tqdm bars on stderr over the scored samples (running Recall@K in the postfix)
+    bootstrap: int = 1000  # resamples for metrics.json's 95 % intervals and paired differences (0 = none)
+    bootstrap_seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("m", "beam_size", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_history", "max_samples"):
+        for name in ("max_history", "max_samples", "bootstrap"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"eval.{name} must be >= 0, got {getattr(self, name)}")
 

@@ -26,10 +26,38 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(result, indent=2, sort_keys=True))
     else:
+        ci = result.get("uncertainty", {}).get("models", {})
         for name, metrics in result["models"].items():
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and "@" in k)
+            low_high = ci.get(name, {}).get("ci95", {})
+            shown = ", ".join(f"{k} {v:.4f}" + (" [{:.4f}, {:.4f}]".format(*low_high[k]) if k in low_high else "")
+                              for k, v in metrics.items() if isinstance(v, float) and "@" in k)
             typer.echo(f"{name}: {shown}")
-        typer.echo(f"wrote {run / 'metrics.json'}")
+        typer.echo(f"wrote {run / 'metrics.json'} and {run / 'per_sample.parquet'}")
+
+
+def compare(
+    run_a: Path = typer.Option(..., "--a", help="run evaluated by `onerec evaluate` (the reference)"),
+    run_b: Path = typer.Option(..., "--b", help="run evaluated on the same samples (the candidate)"),
+    model_a: str = typer.Option("onerec", "--model-a", help="model of run A (onerec, popularity, sasrec_ce ...)"),
+    model_b: str = typer.Option("onerec", "--model-b", help="model of run B"),
+    n_boot: int = typer.Option(1000, "--n-boot", min=1, help="bootstrap resamples"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON"),
+) -> None:
+    """Paired comparison of two evaluated runs on the same samples: B - A per metric, 95 % bootstrap
+    interval, p-value."""
+    from onerec.evaluate.compare import compare_runs
+
+    result = compare_runs(run_a, run_b, model_a, model_b, n_boot, seed)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    typer.echo(f"B = {result['b']}\nA = {result['a']}\n{result['split']} split, paired over "
+               f"{next(iter(result['metrics'].values()))['n'] if result['metrics'] else 0} samples")
+    typer.echo(f"{'metric':<20} {'A':>8} {'B':>8} {'B - A':>9} {'rel':>8} {'95% CI of B - A':>22} {'p':>7}")
+    for name, r in result["metrics"].items():
+        typer.echo(f"{name:<20} {r['a']:>8.4f} {r['b']:>8.4f} {r['diff']:>+9.4f} {r['rel']:>+8.1%} "
+                   f"{'[{:+.4f}, {:+.4f}]'.format(*r['ci']):>22} {r['p_value']:>7.3f}")
 
 
 def baseline(

@@ -146,10 +146,12 @@ def evaluate_next_item(
     batch_size: int = 1024,
     progress: bool = False,
     desc: str = "evaluate",
+    values: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Leave-one-out Recall@K and NDCG@K (full ranking, one target per user) of ``recommend`` on ``samples``.
 
-    ``progress``: a tqdm bar (``desc``) on stderr with the running Recall@K of the largest K.
+    ``progress``: a tqdm bar (``desc``) on stderr with the running Recall@K of the largest K. ``values``: a
+    dict that receives each metric's per-sample values (U,), whose means are the returned figures.
     """
     top = max(ks)
     live = (f"recall@{top}",
@@ -160,6 +162,10 @@ def evaluate_next_item(
     for k in ks:
         out[f"recall@{k}"] = metrics.recall_at_k(ranks, k)
         out[f"ndcg@{k}"] = metrics.ndcg_at_k(ranks, k)
+        if values is not None:
+            hit = (ranks >= 1) & (ranks <= k)
+            values[f"recall@{k}"] = hit.astype(np.float64)
+            values[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
     return out
 
 
@@ -171,11 +177,13 @@ def evaluate_next_session(
     batch_size: int = 256,
     progress: bool = False,
     desc: str = "evaluate",
+    values: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Session Recall@m / NDCG@m of the first ``m`` ranked items and Recall@K of the first K (EVAL.md §2).
 
     Samples without positives are dropped; ``n_sessions`` says how many were evaluated. ``progress``: a tqdm
-    bar (``desc``) on stderr with the running Recall@K of the largest K.
+    bar (``desc``) on stderr with the running Recall@K of the largest K. ``values``: a dict that receives each
+    metric's per-session values (one per evaluated session, in order), whose means are the returned figures.
     """
     keep = np.array([len(p) > 0 for p in samples.positives], dtype=bool)
     history = samples.history[keep]
@@ -184,12 +192,11 @@ def evaluate_next_session(
     live = (f"recall@{top}",
             lambda start, items: metrics.session_recall_values(items, positives[start : start + len(items)], top))
     ranked = _ranked_lists(recommend, history, max(m, *ks), batch_size, progress, desc, live)
-    out: dict[str, float] = {
-        "n_sessions": float(len(positives)),
-        f"session_recall@{m}": metrics.mean_ignoring_nan(metrics.session_recall_values(ranked, positives, m)),
-        f"session_ndcg@{m}": metrics.mean_ignoring_nan(metrics.session_ndcg_values(ranked, positives, m)),
-    }
+    per = {f"session_recall@{m}": metrics.session_recall_values(ranked, positives, m),
+           f"session_ndcg@{m}": metrics.session_ndcg_values(ranked, positives, m)}
     for k in ks:
-        out[f"recall@{k}"] = metrics.mean_ignoring_nan(metrics.session_recall_values(ranked, positives, k))
-        out[f"ndcg@{k}"] = metrics.mean_ignoring_nan(metrics.session_ndcg_values(ranked, positives, k))
-    return out
+        per[f"recall@{k}"] = metrics.session_recall_values(ranked, positives, k)
+        per[f"ndcg@{k}"] = metrics.session_ndcg_values(ranked, positives, k)
+    if values is not None:
+        values.update(per)
+    return {"n_sessions": float(len(positives))} | {name: metrics.mean_ignoring_nan(v) for name, v in per.items()}

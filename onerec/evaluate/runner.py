@@ -78,11 +78,11 @@ def evaluation_set(data_dir: Path, cfg: EvalConfig) -> EvaluationSet:
 
 
 def score(recommend: protocols.Recommender, evset: EvaluationSet, split: str, cfg: EvalConfig,
-          name: str = "") -> dict[str, float]:
+          name: str = "", values: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """The protocol's metrics of ``recommend`` on ``split`` of ``evset``; a progress bar ``"{name} {split}"``
-    on stderr unless ``eval.progress = false``."""
+    on stderr unless ``eval.progress = false``; ``values`` receives the per-sample values."""
     samples = evset.valid if split == "valid" else evset.test
-    bar = {"progress": cfg.progress, "desc": f"{name} {split}".strip()}
+    bar = {"progress": cfg.progress, "desc": f"{name} {split}".strip(), "values": values}
     if evset.protocol == "loo":
         return protocols.evaluate_next_item(recommend, samples, cfg.ks("loo"), batch_size=cfg.batch_size, **bar)
     return protocols.evaluate_next_session(recommend, samples, cfg.m, cfg.ks("session"), batch_size=cfg.batch_size,
@@ -165,10 +165,13 @@ BASELINE_NAMES = {"popularity": "popularity", "sasrec": "sasrec_ce"}
 
 
 def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: Path | None = None, log=print) -> dict:
-    """Score the run's model and each baseline on the same evaluation set; write ``RUN/metrics.json``."""
+    """Score the run's model and each baseline on the same evaluation set; write ``RUN/metrics.json`` and the
+    per-sample values ``RUN/per_sample.parquet`` (with ``eval.bootstrap`` > 0, metrics.json's ``uncertainty``
+    holds each figure's 95 % bootstrap interval and each baseline's paired difference from onerec)."""
     import torch
 
     from onerec.checkpoint import load_run
+    from onerec.evaluate import compare
     from onerec.evaluate.baselines.popularity import Popularity
     from onerec.evaluate.generative import GenerativeRecommender
 
@@ -192,17 +195,27 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
     result: dict[str, Any] = {
         "protocol": evset.protocol, "split": cfg.split, "data": str(data_dir.resolve()),
         "n_samples": len(samples.history), "max_history": evset.max_history,
-        "m": m, "beam_size": cfg.beam_size, "eval_config": to_dict(cfg), "models": {},
+        "m": m, "beam_size": cfg.beam_size, "fingerprint": compare.fingerprint(samples),
+        "eval_config": to_dict(cfg), "models": {},
     }
+    per_sample: dict[str, dict[str, np.ndarray]] = {name: {} for name in ("onerec", "popularity")}
     t0 = time.perf_counter()
     gen = GenerativeRecommender(model, cfg.beam_size, m)
-    result["models"]["onerec"] = score(gen, evset, cfg.split, cfg, "onerec") | gen.health() | {"eval_seconds": time.perf_counter() - t0}
+    result["models"]["onerec"] = (score(gen, evset, cfg.split, cfg, "onerec", per_sample["onerec"]) | gen.health()
+                                  | {"eval_seconds": time.perf_counter() - t0})
     log(f"onerec: {result['models']['onerec']}")
     result["models"]["popularity"] = score(Popularity.fit(evset.train_sequences, evset.n_items), evset, cfg.split, cfg,
-                                           "popularity")
+                                           "popularity", per_sample["popularity"])
     for path, (recommend, binfo) in zip(baselines, loaded):
         name = BASELINE_NAMES.get(binfo["kind"], binfo["kind"])
-        result["models"][name] = score(recommend, evset, cfg.split, cfg, name) | {"train_seconds": binfo.get("train_seconds")}
+        per_sample[name] = {}
+        result["models"][name] = (score(recommend, evset, cfg.split, cfg, name, per_sample[name])
+                                  | {"train_seconds": binfo.get("train_seconds")})
         log(f"{name}: {result['models'][name]}")
+    if cfg.bootstrap:
+        result["uncertainty"] = {"method": "percentile bootstrap over samples, paired for differences",
+                                 "n_boot": cfg.bootstrap, "seed": cfg.bootstrap_seed,
+                                 "models": compare.intervals(per_sample, cfg.bootstrap, cfg.bootstrap_seed)}
+    compare.write_per_sample(run / compare.PER_SAMPLE, per_sample)
     write_json(run / "metrics.json", result)
     return result

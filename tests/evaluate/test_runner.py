@@ -88,3 +88,40 @@ def test_stored_sasrec_baseline_rescores_identically(trained: dict[str, Path]) -
     rescored = json.loads((trained["run"] / "metrics.json").read_text())["models"]["sasrec_ce"]
     for key in ("session_recall@3", "recall@10", "ndcg@50"):
         assert rescored[key] == pytest.approx(stored[key]), f"{key}: {rescored[key]} != stored {stored[key]}"
+
+
+def test_per_sample_values_average_to_the_reported_figures(trained: dict[str, Path]) -> None:
+    """RUN/per_sample.parquet holds one value per scored session and model; each column's mean is the figure in
+    metrics.json, and metrics.json's 95 % interval brackets it."""
+    assert main(["evaluate", "--run", str(trained["run"]), *EVAL]) == 0
+    result = json.loads((trained["run"] / "metrics.json").read_text())
+    table = pl.read_parquet(trained["run"] / "per_sample.parquet")
+    assert table.height == 8, f"{table.height} rows for 8 test sessions"
+    for model in ("onerec", "popularity"):
+        for metric in ("session_recall@3", "recall@10", "ndcg@50"):
+            column = table[f"{model}/{metric}"].to_numpy()
+            assert column.mean() == pytest.approx(result["models"][model][metric]), f"{model} {metric}"
+            lo, hi = result["uncertainty"]["models"][model]["ci95"][metric]
+            assert lo <= result["models"][model][metric] <= hi, f"{model} {metric}: [{lo}, {hi}]"
+    vs = result["uncertainty"]["models"]["popularity"]["vs_onerec"]["recall@10"]
+    assert vs["diff"] == pytest.approx(result["models"]["popularity"]["recall@10"] - result["models"]["onerec"]["recall@10"])
+
+
+def test_compare_pairs_runs_on_the_same_samples_only(trained: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """`onerec compare` of a run with itself gives zero differences; runs scored on other samples are refused."""
+    import shutil
+
+    assert main(["evaluate", "--run", str(trained["run"]), *EVAL]) == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(trained["run"], copy)
+    capsys.readouterr()
+    assert main(["compare", "--a", str(trained["run"]), "--b", str(copy), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metrics"] and all(r["diff"] == 0 for r in result["metrics"].values()), result["metrics"]
+    assert main(["compare", "--a", str(trained["run"]), "--b", str(copy), "--model-b", "popularity"]) == 0
+    assert "recall@10" in capsys.readouterr().out
+    assert main(["evaluate", "--run", str(copy), *EVAL, "--set", "eval.split=valid"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--a", str(trained["run"]), "--b", str(copy)]) == 2
+    assert "different samples" in capsys.readouterr().err
+    assert main(["compare", "--a", str(trained["run"]), "--b", str(tmp_path / "nothing")]) == 2
