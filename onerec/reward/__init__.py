@@ -64,6 +64,10 @@ class RewardConfig:
     n_layers: int = 1
     attention: bool = True  # False = the pointwise baseline (same features, no self-attention in the session)
     position: bool = False  # learned position embedding inside the session (breaks permutation invariance)
+    # what the session attention's queries and keys read: "target" = e_i = v_i * u (values too), "item" = v_i,
+    # the item alone, so which items attend to which (same tag, same author) does not depend on the user;
+    # the values stay target-aware either way
+    attention_keys: Literal["target", "item"] = "target"
     max_history: int = 50
     max_session_len: int = 10
     feature_buckets: int = 512  # hashed buckets per categorical feature column

@@ -8,7 +8,8 @@ Design choices
 - User tower: attention pooling (a learned query) and mean pooling of the history's item
   representations, plus user features when ``users`` are given (a learned "missing" vector otherwise,
   trained by ``user_feature_dropout``), then an MLP. An empty history uses a learned "empty" vector.
-- Target-aware items ``e_i = v_i ⊙ u``; pre-norm self-attention blocks inside each session; with
+- Target-aware items ``e_i = v_i ⊙ u``; pre-norm self-attention blocks inside each session (queries and keys
+  from ``e_i``, or with ``attention_keys = "item"`` from ``v_i`` so the attention pattern is user-free); with
   ``position = False`` (default) there is no position embedding, so item-level outputs permute with the
   items and session outputs are invariant to their order. ``attention = False`` keeps the blocks'
   feed-forward part and drops the attention: the pointwise baseline with the same features.
@@ -129,10 +130,13 @@ class SessionBlock(nn.Module):
         self.ln2 = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d), nn.Dropout(dropout))
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, keys: Tensor | None = None) -> Tensor:
+        """``keys``: what queries and keys are computed from (default ``x``; values always come from ``x``)."""
         N, m, d = x.shape
         if self.attention:
             q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)  # (N, m, d) each
+            if keys is not None:
+                q, k, _ = self.qkv(self.ln1(keys)).split(d, dim=-1)
             q, k, v = (t.view(N, m, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
             attn_mask = mask[:, None, None, :]  # (N, 1, 1, m): attend to real items only
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
@@ -204,10 +208,12 @@ class RewardModel(nn.Module):
         mask = (sessions >= 0).reshape(B * S, m)  # (BS, m)
         v = self.item_encoder(sessions.clamp(min=0), None if id_drop is None else id_drop[1])  # (B, S, m, d)
         h = (v * u[:, None, None, :]).reshape(B * S, m, -1)  # e_i = v_i ⊙ u, (BS, m, d)
+        keys = v.reshape(B * S, m, -1) if self.config.attention_keys == "item" else None
         if self.pos_emb is not None:
             h = h + self.pos_emb[:m]
+            keys = None if keys is None else keys + self.pos_emb[:m]
         for block in self.blocks:
-            h = block(h, mask)
+            h = block(h, mask, keys)
         h = self.ln_f(h) * mask.unsqueeze(-1)  # (BS, m, d), padding zeroed
         count = mask.sum(1, keepdim=True).clamp(min=1)  # (BS, 1)
         pooled = torch.cat([h.sum(1) / count, h.sum(1) / self.config.max_session_len], dim=-1)  # (BS, 2d)

@@ -33,9 +33,11 @@ def test_towers_are_probabilities_and_reward_is_weighted_sum() -> None:
     torch.testing.assert_close(probs["reward"], expected)
 
 
-def test_session_score_is_order_free_without_position() -> None:
-    """With position=False, permuting a session's items leaves session scores unchanged and permutes item scores."""
-    model = random_model()
+@pytest.mark.parametrize("keys", ["target", "item"])
+def test_session_score_is_order_free_without_position(keys: str) -> None:
+    """With position=False, permuting a session's items leaves session scores unchanged and permutes item scores
+    (queries/keys from e_i or from v_i alike)."""
+    model = random_model(tiny_config(attention_keys=keys))
     history, sessions = _inputs()
     perm = torch.tensor([3, 0, 4, 1, 2])
     a, b = model.score(history, sessions), model.score(history, sessions[..., perm])
@@ -55,15 +57,28 @@ def test_position_embedding_makes_order_matter() -> None:
     assert (a - b).abs().max() > 1e-6, "position embedding had no effect"
 
 
-def test_padding_and_batching_do_not_change_scores() -> None:
+@pytest.mark.parametrize("keys", ["target", "item"])
+def test_padding_and_batching_do_not_change_scores(keys: str) -> None:
     """Trailing -1 padding, and scoring sessions one by one instead of in a batch, give the same scores."""
-    model = random_model()
+    model = random_model(tiny_config(attention_keys=keys))
     history, sessions = _inputs()
     padded = torch.cat([sessions, torch.full((3, 4, 2), -1)], dim=-1)
     full = model.score(history, sessions)
     torch.testing.assert_close(model.score(history, padded)["reward"], full["reward"])
     one = model.score(history[1:2], sessions[1:2, 2:3])["reward"]
     torch.testing.assert_close(one[0, 0], full["reward"][1, 2])
+
+
+def test_attention_keys_from_the_item_change_the_scores() -> None:
+    """attention_keys = "item" computes the attention pattern from v_i instead of e_i = v_i * u: same weights,
+    different scores (and the dense, attention-free model is untouched by the setting)."""
+    history, sessions = _inputs()
+    a = random_model(tiny_config(attention_keys="target")).score(history, sessions)["reward"]
+    b = random_model(tiny_config(attention_keys="item")).score(history, sessions)["reward"]
+    assert (a - b).abs().max() > 1e-6, "attention_keys had no effect"
+    flat = [random_model(tiny_config(attention=False, attention_keys=k)).score(history, sessions)["reward"]
+            for k in ("target", "item")]
+    torch.testing.assert_close(flat[0], flat[1])
 
 
 def test_unseen_items_are_scored_from_features() -> None:
