@@ -11,10 +11,15 @@ Design choices
 - Reported per set (logged, invented, generated, all): Spearman of RM ``reward`` vs the judge's ``reward``,
   of each RM tower vs the judge's value of the same name, and the mean within-user Spearman of the reward
   (the ranking DPO uses to pick chosen / rejected sessions).
+- The ceiling of session attention: ``spearman_judge_no_session_effects`` is the Spearman between the judge
+  and the same judge with its session effects (tag / author fatigue, novelty bonus) switched off — a perfect
+  *pointwise* model reaches that figure, so 1 minus it is all a session-wise model can add on that set.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,14 @@ def _orig_ids(path: Path, key: str) -> np.ndarray:
         return np.asarray([int(x) for x in frame[f"{key}_orig"].to_list()], dtype=np.int64)
     except ValueError:
         raise OnerecError(f"{path}: {key}_orig is not integer (not a simulator world's data)") from None
+
+
+def without_session_effects(world: Any) -> Any:
+    """A shallow copy of ``world`` whose judge ignores the other items of the session (no tag / author fatigue,
+    no novelty bonus; position decay, the same for every session of a length, stays)."""
+    flat = copy.copy(world)
+    flat.config = dataclasses.replace(world.config, tag_fatigue=0.0, author_fatigue=0.0, novelty_bonus=0.0)
+    return flat
 
 
 def judge_sessions(world: Any, users: np.ndarray, sessions: np.ndarray, days: np.ndarray,
@@ -135,9 +148,13 @@ def simulator_spearman(model: RewardModel, table: SessionTable, rows: np.ndarray
     rm_all: dict[str, list[np.ndarray]] = {}
     judge_all: dict[str, list[np.ndarray]] = {}
     names, groups = [], []
+    pointwise_world = without_session_effects(world)
+    ceiling: dict[str, float] = {}
     for name, (set_rows, sessions) in sets.items():
         days = (table.ts_ms[set_rows] - start) // DAY_MS
         judge = judge_sessions(world, table.user[set_rows], sessions, days, item_orig, user_orig)
+        flat = judge_sessions(pointwise_world, table.user[set_rows], sessions, days, item_orig, user_orig)
+        ceiling[name] = spearman(judge["reward"], flat["reward"])
         rm = _rm_scores(model, table.history[set_rows], sessions, table.user[set_rows])
         for key in rm:
             rm_all.setdefault(key, []).append(rm[key])
@@ -148,7 +165,8 @@ def simulator_spearman(model: RewardModel, table: SessionTable, rows: np.ndarray
     rm_cat = {key: np.concatenate(v) for key, v in rm_all.items()}
     judge_cat = {key: np.concatenate(v) for key, v in judge_all.items()}
     labels, group = np.asarray(names), np.concatenate(groups)
-    out = {name: _correlations(rm_cat, judge_cat, labels == name, group) for name in sets}
+    out = {name: _correlations(rm_cat, judge_cat, labels == name, group) | {
+        "spearman_judge_no_session_effects": ceiling[name]} for name in sets}
     if "generated" in sets:  # what the model would be judged on: held-out logged plus its own sessions
         out["logged+generated"] = _correlations(rm_cat, judge_cat, np.isin(labels, ["logged", "generated"]), group)
     out["all"] = _correlations(rm_cat, judge_cat, np.ones(len(labels), bool), group)

@@ -56,3 +56,31 @@ def test_generated_sessions_are_valid_distinct_and_capped(tiny_pipeline_run) -> 
     assert out.shape == (12, cap), out.shape
     assert ((out >= 0) & (out < n_items)).all(), "generated an id outside the catalogue"
     assert all(len(set(row)) == cap for row in out.tolist()), "a generated session repeats an item"
+
+
+def test_without_session_effects_removes_exactly_the_session_context(tmp_path) -> None:
+    """The pointwise judge (the ceiling of a pointwise RM) scores a one-author, one-tag session above the full
+    judge (no fatigue), leaves the original world untouched, and equals the full judge on a world built without
+    session effects."""
+    from onerec.reward.simcheck import without_session_effects
+    from onerec.simulate.config import SimulateConfig
+    from onerec.simulate.world import World
+    from onerec.simulate.writer import generate
+
+    cfg = {"users": 60, "items": 80, "days": 1, "seed": 3, "calibration_requests": 500}
+    generate(SimulateConfig(**cfg), tmp_path / "w")
+    world = World.load(tmp_path / "w")
+    primary = world.item_tags[:, 0]
+    values, counts = np.unique(primary[primary >= 0], return_counts=True)
+    assert counts.max() >= 4, "the fixture world needs a tag with 4 items"
+    items = world.item_ids[np.flatnonzero(primary == values[counts.argmax()])[:4]][None, :]  # one tag: fatigue only
+    users = world.user_ids[:1]
+    full = world.expected_reward(users, items, 0)["reward"]
+    flat_world = without_session_effects(world)
+    flat = flat_world.expected_reward(users, items, 0)["reward"]
+    assert world.config.tag_fatigue > 0 and flat_world.config.tag_fatigue == 0, "the original world was changed"
+    assert flat[0] > full[0], f"switching fatigue off should raise the reward: {flat[0]} vs {full[0]}"
+    generate(SimulateConfig(**cfg, tag_fatigue=0.0, author_fatigue=0.0, novelty_bonus=0.0), tmp_path / "w0")
+    w0 = World.load(tmp_path / "w0")
+    np.testing.assert_allclose(without_session_effects(w0).expected_reward(users, items, 0)["reward"],
+                               w0.expected_reward(users, items, 0)["reward"])
