@@ -68,6 +68,10 @@ class RewardConfig:
     # the item alone, so which items attend to which (same tag, same author) does not depend on the user;
     # the values stay target-aware either way
     attention_keys: Literal["target", "item"] = "target"
+    # session match counts: for each item and each categorical feature slot (author, primary tag, music ...),
+    # log1p(how many *other* items of the session share its value), projected and added to e_i — what fatigue
+    # and diversity effects depend on; order free. The pointwise baseline never gets them.
+    match_features: bool = False
     max_history: int = 50
     max_session_len: int = 10
     feature_buckets: int = 512  # hashed buckets per categorical feature column

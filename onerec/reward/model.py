@@ -9,7 +9,9 @@ Design choices
   representations, plus user features when ``users`` are given (a learned "missing" vector otherwise,
   trained by ``user_feature_dropout``), then an MLP. An empty history uses a learned "empty" vector.
 - Target-aware items ``e_i = v_i ⊙ u``; pre-norm self-attention blocks inside each session (queries and keys
-  from ``e_i``, or with ``attention_keys = "item"`` from ``v_i`` so the attention pattern is user-free); with
+  from ``e_i``, or with ``attention_keys = "item"`` from ``v_i`` so the attention pattern is user-free);
+  ``match_features`` adds, per item, a projection of log1p(how many other session items share each categorical
+  feature slot: same author, same primary tag ...), what fatigue / diversity effects depend on; with
   ``position = False`` (default) there is no position embedding, so item-level outputs permute with the
   items and session outputs are invariant to their order. ``attention = False`` keeps the blocks'
   feed-forward part and drops the attention: the pointwise baseline with the same features.
@@ -178,6 +180,7 @@ class RewardModel(nn.Module):
         self.blocks = nn.ModuleList(
             SessionBlock(d, config.n_heads, config.dropout, config.attention) for _ in range(config.n_layers)
         )
+        self.match_proj = nn.Linear(tensors["item_idx"].shape[1], d) if config.match_features else None
         self.ln_f = nn.LayerNorm(d)
         self.item_heads = nn.ModuleDict({t: _tower(d, d) for t in self.towers})
         self.session_heads = nn.ModuleDict({t: _tower(2 * d, d) for t in self.towers})
@@ -208,6 +211,8 @@ class RewardModel(nn.Module):
         mask = (sessions >= 0).reshape(B * S, m)  # (BS, m)
         v = self.item_encoder(sessions.clamp(min=0), None if id_drop is None else id_drop[1])  # (B, S, m, d)
         h = (v * u[:, None, None, :]).reshape(B * S, m, -1)  # e_i = v_i ⊙ u, (BS, m, d)
+        if self.match_proj is not None:
+            h = h + self.match_proj(self.match_counts(sessions.reshape(B * S, m)))
         keys = v.reshape(B * S, m, -1) if self.config.attention_keys == "item" else None
         if self.pos_emb is not None:
             h = h + self.pos_emb[:m]
@@ -220,6 +225,15 @@ class RewardModel(nn.Module):
         session = {t: self.session_heads[t](pooled).view(B, S) for t in self.towers}
         item = {t: self.item_heads[t](h).view(B, S, m) for t in self.towers}
         return session, item
+
+    def match_counts(self, sessions: Tensor) -> Tensor:
+        """(N, m) item ids (-1 padding) -> (N, m, slots) log1p(number of other real items of the session whose
+        categorical feature slot holds the same value); 0 on padding and on empty slots."""
+        idx = self.item_encoder.item_idx[sessions.clamp(min=0)]  # (N, m, slots)
+        real = (sessions >= 0)[..., None] & (idx >= 0)  # (N, m, slots)
+        same = (idx[:, :, None, :] == idx[:, None, :, :]) & real[:, :, None, :] & real[:, None, :, :]  # (N, m, m, slots)
+        count = same.sum(2) - real.long()  # minus the item itself
+        return torch.log1p(count.float())
 
     # ---- scoring -------------------------------------------------------------------------------------
     def check_inputs(self, history: Tensor, sessions: Tensor, users: Tensor | None) -> None:

@@ -324,7 +324,7 @@ def evaluate_reward(rm_dir: Path, data_dir: Path, out_dir: Path | None = None, w
         preds["item_rate"] = item_rate_scores(table, labels, train, test, model.towers, config)
         catalog = {k: getattr(model.item_encoder if k.startswith("item") or k == "content" else model.user_tower, k)
                    for k in CATALOG_KEYS}
-        pointwise_config = dataclasses.replace(config, attention=False)
+        pointwise_config = dataclasses.replace(config, attention=False, match_features=False)
         pointwise = RewardModel(pointwise_config, model.towers, catalog, model.meta)
         fit(pointwise, table, labels, train, session_rows(table, [config.valid_split]), pointwise_config)
         preds["pointwise"] = predict(pointwise, table, test)

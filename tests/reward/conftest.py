@@ -22,11 +22,14 @@ def make_reward_data(
     seed: int = 0,
     liked_category: int | None = None,
     unseen_items: int = 0,
+    repeat_fatigue: bool = False,
 ) -> Path:
     """Write sessions/samples/items/users.parquet with labels drawn from a latent user-item affinity.
 
     With ``liked_category`` set, an item is liked and long-viewed iff its ``category`` feature equals it,
-    and the last ``unseen_items`` items are never shown (only their features are known).
+    and the last ``unseen_items`` items are never shown (only their features are known). With
+    ``repeat_fatigue``, an item is liked and long-viewed iff no other item of its session has its category: a
+    pure session effect that no pointwise model can see.
     """
     rng = np.random.default_rng(seed)
     item_z = rng.normal(size=(n_items, 3))
@@ -41,7 +44,11 @@ def make_reward_data(
         for u in range(n_users):
             items = rng.choice(shown, size=m, replace=False)
             aff = item_z[items] @ user_z[u]  # (m,)
-            if liked_category is None:
+            if repeat_fatigue:
+                cats = category[items]
+                like = (cats[:, None] == cats[None, :]).sum(1) == 1
+                long_view = like.copy()
+            elif liked_category is None:
                 like = rng.random(m) < 1 / (1 + np.exp(-(2 * aff - 2)))
                 long_view = rng.random(m) < 1 / (1 + np.exp(-aff))
             else:
