@@ -23,6 +23,11 @@ def test_pipeline_writes_every_section(tiny_pipeline_run: Path) -> None:
     for key in ("rm_reward_mean", "rm_reward_max", "judge_reward", "recall@10"):
         assert all(key in r for r in rounds), f"{key} missing from the alignment table"
     assert (tiny_pipeline_run / "align" / "round_1" / "pairs.parquet").is_file()
+    sim = json.loads((tiny_pipeline_run / "rm" / "eval" / "metrics.json").read_text())["simulator"]
+    assert {"logged", "invented", "all"} <= set(sim), sim.keys()
+    for name, entry in sim.items():  # the judge's agreement with its own pointwise part is a correlation
+        ceiling = entry["spearman_judge_no_session_effects"]
+        assert -1.0 <= ceiling <= 1.0 and -1.0 <= entry["spearman_reward"] <= 1.0, (name, entry)
     html = (tiny_pipeline_run / "report.html").read_text()
     for title in ("Dataset", "Semantic IDs", "Training", "Quality", "Reward model", "Alignment", "Example generated"):
         assert title in html, f"report lacks the {title!r} section"

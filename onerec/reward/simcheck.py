@@ -11,9 +11,10 @@ Design choices
 - Reported per set (logged, invented, generated, all): Spearman of RM ``reward`` vs the judge's ``reward``,
   of each RM tower vs the judge's value of the same name, and the mean within-user Spearman of the reward
   (the ranking DPO uses to pick chosen / rejected sessions).
-- The ceiling of session attention: ``spearman_judge_no_session_effects`` is the Spearman between the judge
-  and the same judge with its session effects (tag / author fatigue, novelty bonus) switched off — a perfect
-  *pointwise* model reaches that figure, so 1 minus it is all a session-wise model can add on that set.
+- The ceiling of a pointwise model: ``spearman_judge_no_session_effects`` (and its within-user mean) is the
+  Spearman between the judge and the same judge with its session effects (tag / author fatigue, novelty
+  bonus) switched off — a perfect *pointwise* model reaches that figure, so 1 minus it is what only a
+  session-wise model can get right on that set.
 """
 
 from __future__ import annotations
@@ -149,12 +150,12 @@ def simulator_spearman(model: RewardModel, table: SessionTable, rows: np.ndarray
     judge_all: dict[str, list[np.ndarray]] = {}
     names, groups = [], []
     pointwise_world = without_session_effects(world)
-    ceiling: dict[str, float] = {}
+    flat_all: list[np.ndarray] = []
     for name, (set_rows, sessions) in sets.items():
         days = (table.ts_ms[set_rows] - start) // DAY_MS
         judge = judge_sessions(world, table.user[set_rows], sessions, days, item_orig, user_orig)
         flat = judge_sessions(pointwise_world, table.user[set_rows], sessions, days, item_orig, user_orig)
-        ceiling[name] = spearman(judge["reward"], flat["reward"])
+        flat_all.append(flat["reward"])
         rm = _rm_scores(model, table.history[set_rows], sessions, table.user[set_rows])
         for key in rm:
             rm_all.setdefault(key, []).append(rm[key])
@@ -165,9 +166,17 @@ def simulator_spearman(model: RewardModel, table: SessionTable, rows: np.ndarray
     rm_cat = {key: np.concatenate(v) for key, v in rm_all.items()}
     judge_cat = {key: np.concatenate(v) for key, v in judge_all.items()}
     labels, group = np.asarray(names), np.concatenate(groups)
-    out = {name: _correlations(rm_cat, judge_cat, labels == name, group) | {
-        "spearman_judge_no_session_effects": ceiling[name]} for name in sets}
+    flat_cat = np.concatenate(flat_all)
+
+    def ceiling(sel: np.ndarray) -> dict[str, float]:
+        flat = _correlations({"reward": flat_cat}, {"reward": judge_cat["reward"]}, sel, group)
+        return {f"{key.replace('_reward', '')}_judge_no_session_effects": value
+                for key, value in flat.items() if key.endswith("spearman_reward")}
+
+    out = {name: _correlations(rm_cat, judge_cat, labels == name, group) | ceiling(labels == name) for name in sets}
     if "generated" in sets:  # what the model would be judged on: held-out logged plus its own sessions
-        out["logged+generated"] = _correlations(rm_cat, judge_cat, np.isin(labels, ["logged", "generated"]), group)
-    out["all"] = _correlations(rm_cat, judge_cat, np.ones(len(labels), bool), group)
+        both = np.isin(labels, ["logged", "generated"])
+        out["logged+generated"] = _correlations(rm_cat, judge_cat, both, group) | ceiling(both)
+    everything = np.ones(len(labels), bool)
+    out["all"] = _correlations(rm_cat, judge_cat, everything, group) | ceiling(everything)
     return out
