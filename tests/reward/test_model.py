@@ -159,3 +159,20 @@ def test_config_rejects_bad_values() -> None:
     for kwargs in ({"towers": ["xtr"]}, {"d_model": 10, "n_heads": 3}, {"swt_quantile": 1.0}, {"towers": []}):
         with pytest.raises(ConfigError):
             tiny_config(**kwargs)
+
+
+def test_match_counts_by_hand() -> None:
+    """match_counts = log1p(# other real items of the session sharing each feature slot), 0 on padding."""
+    import numpy as np
+
+    model = random_model(tiny_config(match_features=True))
+    idx = model.item_encoder.item_idx.numpy()
+    sessions = torch.tensor([[3, 7, 3, -1], [0, 1, 2, 4]])
+    got = model.match_counts(sessions).numpy()
+    for n, row in enumerate(sessions.tolist()):
+        for i, a in enumerate(row):
+            for s in range(idx.shape[1]):
+                want = 0 if a < 0 or idx[a, s] < 0 else sum(
+                    1 for j, b in enumerate(row) if j != i and b >= 0 and idx[b, s] == idx[a, s])
+                assert got[n, i, s] == pytest.approx(np.log1p(want)), (n, i, s)
+    assert got[0, 0].min() >= np.log1p(1) - 1e-6, "an item repeated in its session shares every slot with it"
