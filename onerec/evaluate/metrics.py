@@ -36,22 +36,26 @@ def hit_ranks(topk: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(match.any(axis=1), first + 1, 0).astype(np.int64)
 
 
+def recall_values(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per-sample 1.0 when the target is ranked within the top ``k``, else 0.0. (B,) float64."""
+    ranks = np.asarray(ranks)
+    return ((ranks >= 1) & (ranks <= k)).astype(np.float64)
+
+
+def ndcg_values(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per-sample 1 / log2(rank + 1) for targets ranked within the top ``k``, 0 otherwise. (B,) float64."""
+    ranks = np.asarray(ranks)
+    return np.where(recall_values(ranks, k) > 0, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
+
+
 def recall_at_k(ranks: np.ndarray, k: int) -> float:
     """Share of samples whose target is ranked within the top ``k`` (``ranks`` from :func:`hit_ranks`)."""
-    ranks = np.asarray(ranks)
-    if ranks.size == 0:
-        return float("nan")
-    return float(np.mean((ranks >= 1) & (ranks <= k)))
+    return float(np.mean(recall_values(ranks, k))) if np.size(ranks) else float("nan")
 
 
 def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
     """Mean of 1 / log2(rank + 1) for targets ranked within the top ``k``, 0 otherwise (one relevant item)."""
-    ranks = np.asarray(ranks)
-    if ranks.size == 0:
-        return float("nan")
-    hit = (ranks >= 1) & (ranks <= k)
-    gains = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
-    return float(np.mean(gains))
+    return float(np.mean(ndcg_values(ranks, k))) if np.size(ranks) else float("nan")
 
 
 def _discounts(n: int) -> np.ndarray:

@@ -158,15 +158,13 @@ def evaluate_next_item(
             lambda start, items: (metrics.hit_ranks(items, samples.target[start : start + len(items)]) > 0) * 1.0)
     ranked = _ranked_lists(recommend, samples.history, top, batch_size, progress, desc, live)
     ranks = metrics.hit_ranks(ranked, samples.target)
-    out: dict[str, float] = {"n_samples": float(len(ranks))}
+    per: dict[str, np.ndarray] = {}
     for k in ks:
-        out[f"recall@{k}"] = metrics.recall_at_k(ranks, k)
-        out[f"ndcg@{k}"] = metrics.ndcg_at_k(ranks, k)
-        if values is not None:
-            hit = (ranks >= 1) & (ranks <= k)
-            values[f"recall@{k}"] = hit.astype(np.float64)
-            values[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
-    return out
+        per[f"recall@{k}"] = metrics.recall_values(ranks, k)
+        per[f"ndcg@{k}"] = metrics.ndcg_values(ranks, k)
+    if values is not None:
+        values.update(per)
+    return {"n_samples": float(len(ranks))} | {name: metrics.mean_ignoring_nan(v) for name, v in per.items()}
 
 
 def evaluate_next_session(

@@ -169,9 +169,12 @@ def simulator_spearman(model: RewardModel, table: SessionTable, rows: np.ndarray
     flat_cat = np.concatenate(flat_all)
 
     def ceiling(sel: np.ndarray) -> dict[str, float]:
-        flat = _correlations({"reward": flat_cat}, {"reward": judge_cat["reward"]}, sel, group)
-        return {f"{key.replace('_reward', '')}_judge_no_session_effects": value
-                for key, value in flat.items() if key.endswith("spearman_reward")}
+        """The judge without session effects scored like an RM: a perfect pointwise model's agreement."""
+        flat = _correlations({"reward": flat_cat}, judge_cat, sel, group)
+        out = {"spearman_judge_no_session_effects": flat["spearman_reward"]}
+        if "within_user_spearman_reward" in flat:
+            out["within_user_spearman_judge_no_session_effects"] = flat["within_user_spearman_reward"]
+        return out
 
     out = {name: _correlations(rm_cat, judge_cat, labels == name, group) | ceiling(labels == name) for name in sets}
     if "generated" in sets:  # what the model would be judged on: held-out logged plus its own sessions
