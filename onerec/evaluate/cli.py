@@ -60,6 +60,23 @@ def compare(
                    f"{'[{:+.4f}, {:+.4f}]'.format(*r['ci']):>22} {r['p_value']:>7.3f}")
 
 
+def seeds(
+    run: list[Path] = typer.Option(..., "--run", help="evaluated run, one per seed (repeat --run)"),
+    reference: str = typer.Option("onerec", "--reference", help="model the others are compared with"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+) -> None:
+    """Across-seed table of evaluated runs: mean ± sample std per model and metric, and each baseline's
+    relative difference from the reference paired by run (seed)."""
+    from onerec.evaluate.compare import seed_summary, seed_table_markdown
+
+    summary = seed_summary(list(run), reference)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    typer.echo(f"{summary['split']} split, {summary['n_samples']} samples, {summary['n_runs']} runs")
+    typer.echo(seed_table_markdown(summary))
+
+
 def baseline(
     kind: str = typer.Argument(..., help="popularity | sasrec"),
     data: Path = typer.Option(..., "--data", help="data directory (`onerec data prepare`)"),

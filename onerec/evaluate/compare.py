@@ -153,3 +153,71 @@ def intervals(per_model: dict[str, dict[str, np.ndarray]], n_boot: int, seed: in
             entry[f"vs_{reference}"] = {m: paired(ref[m], v, n_boot, seed) for m, v in vals.items() if m in ref}
         out[model] = entry
     return out
+
+
+def seed_summary(runs: list[Path], reference: str = "onerec") -> dict[str, Any]:
+    """Across-seed table of evaluated runs (one per seed, each ``onerec evaluate``-d with its baselines).
+
+    Per model present in every run and per metric: the values of its distinct trained models (a baseline
+    directory scored in several runs, by its ``source``, or popularity, counts once), their mean and sample
+    standard deviation (``ddof=1``; 0 for one value). Every other model also gets its relative difference from
+    ``reference`` *within* each run (so seed s of a baseline is paired with seed s of the model), as mean
+    and standard deviation over runs. Refuses runs scored on different samples (fingerprint, split,
+    protocol), like :func:`compare_runs`."""
+    if not runs:
+        raise OnerecError("seed_summary needs at least one evaluated run")
+    metas = []
+    for run in runs:
+        meta = Path(run) / "metrics.json"
+        if not meta.is_file():
+            raise OnerecError(f"{run}: no metrics.json (run `onerec evaluate --run {run}` first)")
+        metas.append(read_json(meta))
+    for key in ("protocol", "split", "fingerprint"):
+        seen = {str(m.get(key)) for m in metas}
+        if len(seen) > 1:
+            raise OnerecError(f"the runs were scored on different samples ({key}: {', '.join(sorted(seen))}); "
+                              "re-evaluate them with the same data and settings")
+    models = [name for name in metas[0]["models"] if all(name in m["models"] for m in metas)]
+    table: dict[str, dict[str, Any]] = {}
+    for name in models:
+        per_run = [m["models"][name] for m in metas]
+        # one trained model scored in several runs (the same baseline directory) counts once
+        sources = [str(r.get("source", f"{run}:{name}")) for r, run in zip(per_run, runs)]
+        first = [sources.index(src) for src in dict.fromkeys(sources)]
+        metrics = [k for k, v in per_run[0].items()
+                   if "@" in k and isinstance(v, float) and all(isinstance(r.get(k), float) for r in per_run)]
+        entry: dict[str, Any] = {"distinct": len(first)}
+        for metric in metrics:
+            vals = np.array([per_run[i][metric] for i in first], dtype=np.float64)
+            row: dict[str, Any] = {"values": vals.tolist(), "mean": float(vals.mean()),
+                                   "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+            if name != reference and reference in models:
+                ref = np.array([m["models"][reference].get(metric, np.nan) for m in metas], dtype=np.float64)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    rel = np.array([r[metric] for r in per_run], dtype=np.float64) / ref - 1.0
+                if np.isfinite(rel).all():
+                    row[f"rel_vs_{reference}"] = {"mean": float(rel.mean()),
+                                                  "std": float(rel.std(ddof=1)) if len(rel) > 1 else 0.0}
+            entry[metric] = row
+        table[name] = entry
+    return {"runs": [str(r) for r in runs], "n_runs": len(runs), "split": metas[0].get("split"),
+            "protocol": metas[0].get("protocol"), "fingerprint": metas[0].get("fingerprint"),
+            "n_samples": metas[0].get("n_samples"), "reference": reference, "models": table}
+
+
+def seed_table_markdown(summary: dict[str, Any], metrics: list[str] | None = None) -> str:
+    """The summary as a Markdown table: ``mean ± std`` per model and metric, and the seed count."""
+    names = list(summary["models"])
+    if metrics is None:
+        metrics = [k for k in summary["models"][names[0]] if "@" in k] if names else []
+    ref = summary["reference"]
+    lines = ["| model | " + " | ".join(metrics) + f" | recall vs {ref} (paired by run) | distinct models |",
+             "|---" * (len(metrics) + 3) + "|"]
+    for name in names:
+        entry = summary["models"][name]
+        cells = [f"{entry[m]['mean']:.4f} ± {entry[m]['std']:.4f}" if m in entry else "-" for m in metrics]
+        key = next((m for m in metrics if m.startswith("recall@") and f"rel_vs_{ref}" in entry.get(m, {})), None)
+        rel = (f"{key}: {entry[key][f'rel_vs_{ref}']['mean']:+.1%} ± {entry[key][f'rel_vs_{ref}']['std']:.1%}"
+               if key else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {rel} | {entry['distinct']} |")
+    return "\n".join(lines)

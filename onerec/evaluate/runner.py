@@ -205,12 +205,12 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
                                   | {"eval_seconds": time.perf_counter() - t0})
     log(f"onerec: {result['models']['onerec']}")
     result["models"]["popularity"] = score(Popularity.fit(evset.train_sequences, evset.n_items), evset, cfg.split, cfg,
-                                           "popularity", per_sample["popularity"])
+                                           "popularity", per_sample["popularity"]) | {"source": "popularity"}
     for path, (recommend, binfo) in zip(baselines, loaded):
         name = BASELINE_NAMES.get(binfo["kind"], binfo["kind"])
         per_sample[name] = {}
         result["models"][name] = (score(recommend, evset, cfg.split, cfg, name, per_sample[name])
-                                  | {"train_seconds": binfo.get("train_seconds")})
+                                  | {"train_seconds": binfo.get("train_seconds"), "source": str(Path(path).resolve())})
         log(f"{name}: {result['models'][name]}")
     if cfg.bootstrap:
         result["uncertainty"] = {"method": "percentile bootstrap over samples, paired for differences",

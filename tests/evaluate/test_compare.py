@@ -62,3 +62,58 @@ def test_fingerprint_tells_sample_sets_apart():
     s1 = NextSessionSet(hist, [np.array([1, 2]), np.array([3])])
     s2 = NextSessionSet(hist, [np.array([1]), np.array([2, 3])])  # same items, other split into sessions
     assert fingerprint(s1) != fingerprint(s2)
+
+
+def _evaluated_run(root, name, onerec, sasrec, sasrec_source, fingerprint="fp0"):
+    from onerec.io import write_json
+
+    run = root / name
+    run.mkdir()
+    write_json(run / "metrics.json", {
+        "protocol": "loo", "split": "test", "fingerprint": fingerprint, "n_samples": 100,
+        "models": {"onerec": {"recall@10": onerec, "n_samples": 100.0},
+                   "popularity": {"recall@10": 0.01, "source": "popularity"},
+                   "sasrec_ce": {"recall@10": sasrec, "source": sasrec_source}}})
+    return run
+
+
+def test_seed_summary_counts_each_trained_model_once_and_pairs_baselines_by_run(tmp_path):
+    from onerec.evaluate.compare import seed_summary, seed_table_markdown
+
+    runs = [_evaluated_run(tmp_path, f"s{i}", o, s, f"/bl/sasrec_s{i}")
+            for i, (o, s) in enumerate([(0.040, 0.046), (0.044, 0.050), (0.036, 0.045)])]
+    out = seed_summary(runs)
+    one = out["models"]["onerec"]["recall@10"]
+    assert one["mean"] == pytest.approx(0.040) and one["std"] == pytest.approx(np.std([.040, .044, .036], ddof=1))
+    sas = out["models"]["sasrec_ce"]["recall@10"]
+    rel = np.array([.046 / .040, .050 / .044, .045 / .036]) - 1
+    assert sas["rel_vs_onerec"]["mean"] == pytest.approx(rel.mean()), "baselines pair with the model of their run"
+    pop = out["models"]["popularity"]
+    assert pop["distinct"] == 1 and pop["recall@10"]["std"] == 0.0, "popularity is one model, however often scored"
+    assert "| onerec | 0.0400 ± 0.0040 |" in seed_table_markdown(out)
+
+    shared = [_evaluated_run(tmp_path, f"t{i}", o, 0.046, "/bl/sasrec_s0") for i, o in enumerate([0.040, 0.044])]
+    sas = seed_summary(shared)["models"]["sasrec_ce"]
+    assert sas["distinct"] == 1 and sas["recall@10"]["values"] == [0.046], "one baseline scored twice counts once"
+
+
+def test_seed_summary_refuses_runs_scored_on_different_samples(tmp_path):
+    from onerec.evaluate.compare import seed_summary
+
+    a = _evaluated_run(tmp_path, "a", 0.04, 0.05, "/bl/a")
+    b = _evaluated_run(tmp_path, "b", 0.04, 0.05, "/bl/b", fingerprint="other")
+    with pytest.raises(OnerecError, match="different samples"):
+        seed_summary([a, b])
+    with pytest.raises(OnerecError, match="no metrics.json"):
+        seed_summary([a, tmp_path / "missing"])
+
+
+def test_seeds_command_prints_the_table_and_fails_cleanly(tmp_path, capsys):
+    from onerec.cli import main
+
+    runs = [_evaluated_run(tmp_path, f"s{i}", o, 0.05, f"/bl/s{i}") for i, o in enumerate([0.04, 0.05])]
+    assert main(["seeds", "--run", str(runs[0]), "--run", str(runs[1])]) == 0
+    assert "| onerec | 0.0450 ± 0.0071 |" in capsys.readouterr().out
+    assert main(["seeds", "--run", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "no metrics.json" in err and "Traceback" not in err
