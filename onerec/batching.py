@@ -115,6 +115,13 @@ def collate(
     }
 
 
+def item_wise(rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per target item, the history unchanged: how an item-wise model (``max_session_items = 1``, the
+    TIGER-style baseline) trains on session data, so every positive of a session is a target and not only its
+    first (which ``collate`` would keep). Rows whose target is one item come back unchanged."""
+    return rows.explode("target").drop_nulls("target").with_columns(pl.concat_list(pl.col("target")).alias("target"))
+
+
 def seed_samples(samples: pl.DataFrame, sessions: pl.DataFrame | None, split: str,
                  rule: str = "high_quality") -> pl.DataFrame:
     """The samples of ``split`` that train/validate the seed model: ``rule = "high_quality"`` keeps

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -348,11 +349,14 @@ def fit(
 
 
 # ----------------------------------------------------------------------------- command
-def _read_split_tables(data: Path, max_item: int, rule: str = "high_quality"
-                       ) -> tuple[SampleTable, SampleTable | None]:
-    """The seed model's train/valid samples of a data directory (docs/ARCHITECTURE.md §1)."""
+def _read_split_tables(data: Path, max_item: int, rule: str = "high_quality", item_wise: bool = False,
+                       log=print) -> tuple[SampleTable, SampleTable | None]:
+    """The seed model's train/valid samples of a data directory (docs/ARCHITECTURE.md §1). ``item_wise``
+    (a model with ``max_session_items = 1``): every target item of a training session becomes its own sample
+    (validation keeps whole sessions: the ranking check scores the session's item set)."""
     import polars as pl
 
+    from onerec.batching import item_wise as explode_targets
     from onerec.batching import seed_samples
 
     path = data / "samples.parquet"
@@ -363,7 +367,13 @@ def _read_split_tables(data: Path, max_item: int, rule: str = "high_quality"
     sessions = None
     if (data / "sessions.parquet").is_file():
         sessions = pl.read_parquet(data / "sessions.parquet", columns=["session", "high_quality"])
-    train = SampleTable.from_frame(seed_samples(samples, sessions, "train", rule))
+    train_rows = seed_samples(samples, sessions, "train", rule)
+    if item_wise and int(train_rows["target"].list.len().max() or 0) > 1:
+        before = len(train_rows)
+        train_rows = explode_targets(train_rows)
+        log(f"item-wise model (model.max_session_items = 1): {before:,} training samples -> {len(train_rows):,} "
+            "single-item targets")
+    train = SampleTable.from_frame(train_rows)
     valid_rows = seed_samples(samples, sessions, "valid", rule)
     valid = SampleTable.from_frame(valid_rows) if len(valid_rows) else None
     for name, table in (("train", train), ("valid", valid)):
@@ -418,7 +428,9 @@ def prepare_run(data: Path, tokenizer: Path, config: Path | None, out: Path, emb
     if n_items != semantic_ids.n_items:
         raise OnerecError(f"{items_path} has {n_items} items but the tokenizer {tokenizer} has "
                           f"{semantic_ids.n_items}: data and tokenizer come from different item sets")
-    train, valid = _read_split_tables(data, semantic_ids.n_items - 1, cfg.seed_sessions)
+    train, valid = _read_split_tables(data, semantic_ids.n_items - 1, cfg.seed_sessions,
+                                      item_wise=model_cfg.max_session_items == 1,
+                                      log=lambda msg: print(msg, file=sys.stderr) if D.is_main() else None)
     item_embeddings = None
     if emb is not None:
         item_embeddings = _read_embeddings(Path(emb))

@@ -58,3 +58,12 @@ def test_seed_samples_keep_high_quality_sessions_and_windows() -> None:
     assert every == [0, 1, 2], f"rule 'all' kept {every}, want every train sample with a target"
     with pytest.raises(OnerecError, match="seed-sample rule"):
         seed_samples(_frame(), sessions, "train", rule="best")
+
+
+def test_item_wise_gives_every_session_item_its_own_sample_with_the_same_history() -> None:
+    from onerec.batching import item_wise
+
+    rows = item_wise(_frame())
+    assert rows["target"].to_list() == [[6], [7], [8], [9], [2], [3], [4], [1]], rows["target"].to_list()
+    assert rows["history"].to_list()[:4] == [[1, 2, 3, 4, 5]] * 4, "each target keeps the session's history"
+    assert rows["sample"].to_list() == [0, 0, 0, 0, 1, 2, 2, 3] and rows.schema["target"] == pl.List(pl.Int32)

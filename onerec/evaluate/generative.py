@@ -74,6 +74,8 @@ class GenerativeRecommender:
         n_items = int(self.model.item_codes.shape[0])
         codes = self.model.item_codes.cpu().numpy()
         out = metrics.health(filled, n_items, codes)
+        if self.m == 1:  # a ranked list shorter than K (catalogue or beam exhausted) ends in -1: empty, not invalid
+            out["valid_item_rate"] = metrics.valid_item_rate(filled[filled != -1], n_items)
         out["item_coverage_top_beam"] = metrics.item_coverage(top, n_items)
         out["generated_sessions"] = int(len(filled))
         return out

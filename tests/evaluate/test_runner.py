@@ -125,3 +125,22 @@ def test_compare_pairs_runs_on_the_same_samples_only(trained: dict[str, Path], t
     assert main(["compare", "--a", str(trained["run"]), "--b", str(copy)]) == 2
     assert "different samples" in capsys.readouterr().err
     assert main(["compare", "--a", str(trained["run"]), "--b", str(tmp_path / "nothing")]) == 2
+
+
+def test_item_wise_model_trains_on_every_session_item_and_answers_with_its_ranked_items(
+        trained: dict[str, Path], capsys) -> None:
+    """A TIGER-style run (model.max_session_items = 1) on session data: each positive of a training session is
+    a target, and evaluation ranks its next items like a baseline (the first m are the session)."""
+    from onerec.train import train_command
+
+    root = trained["root"]
+    overrides = ("model.max_session_items=1", "model.ffn=dense", "train.max_steps=4", "train.eval_every=2",
+                 "train.patience=0", "train.tensorboard=false")
+    train_command(trained["data"], trained["data"].parent / "tok", write_config(root / "tiny_iw.toml"),
+                  root / "run_iw", overrides=overrides)
+    assert "single-item targets" in capsys.readouterr().err, "session targets were not split into items"
+    assert main(["evaluate", "--run", str(root / "run_iw"), *EVAL]) == 0
+    result = json.loads((root / "run_iw" / "metrics.json").read_text())
+    assert result["generation"] == "item-wise" and result["m"] == 1, result["generation"]
+    onerec = result["models"]["onerec"]
+    assert onerec["n_sessions"] == 8 and onerec["duplicate_rate"] == 0.0 and onerec["valid_item_rate"] == 1.0
