@@ -182,7 +182,8 @@ def seed_summary(runs: list[Path], reference: str = "onerec") -> dict[str, Any]:
     for name in models:
         per_run = [m["models"][name] for m in metas]
         # one trained model scored in several runs (the same baseline directory) counts once
-        sources = [str(r.get("source", f"{run}:{name}")) for r, run in zip(per_run, runs)]
+        legacy = "popularity" if name == "popularity" else None  # no seed: one model per data set
+        sources = [str(r.get("source", legacy or f"{run}:{name}")) for r, run in zip(per_run, runs)]
         first = [sources.index(src) for src in dict.fromkeys(sources)]
         metrics = [k for k, v in per_run[0].items()
                    if "@" in k and isinstance(v, float) and all(isinstance(r.get(k), float) for r in per_run)]
