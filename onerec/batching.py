@@ -115,6 +115,12 @@ def collate(
     }
 
 
+def positive_targets(rows: pl.DataFrame) -> pl.DataFrame:
+    """Targets cut to their positively engaged items (``target_positive``), order kept; the flags go too."""
+    keep = pl.col("target_positive").list.eval(pl.element().arg_true())
+    return rows.with_columns(pl.col("target").list.gather(keep)).drop("target_positive")
+
+
 def item_wise(rows: pl.DataFrame) -> pl.DataFrame:
     """One row per target item, the history unchanged: how an item-wise model (``max_session_items = 1``, the
     TIGER-style baseline) trains on session data, so every positive of a session is a target and not only its

@@ -76,6 +76,9 @@ class TrainConfig:
     select_samples: int = 2048  # ranking metrics: the first N valid samples (beam search is costly); 0 = all
     select_beam: int = 0  # ranking metrics: beams of the next-item search; 0 = max(20, K)
     seed_sessions: Literal["high_quality", "all"] = "high_quality"  # which sessions train M_0 (windows always)
+    # what a session sample teaches: every item the request showed, in order (the paper), or only the items the
+    # user engaged positively (data's target_positive), in order; sessions without any are dropped
+    session_items: Literal["all", "positive"] = "all"
     tensorboard: bool = True  # scalars in RUN/tb (rank 0)
 
     def __post_init__(self) -> None:
@@ -93,6 +96,8 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.session_items not in ("all", "positive"):
+            raise ConfigError(f"train.session_items must be 'all' or 'positive', got {self.session_items!r}")
         if not METRIC.match(self.select_metric):
             raise ConfigError(f"train.select_metric must be ntp_loss, recall@K or ndcg@K, got {self.select_metric!r}")
         for name in ("select_samples", "select_beam"):
@@ -350,20 +355,28 @@ def fit(
 
 # ----------------------------------------------------------------------------- command
 def _read_split_tables(data: Path, max_item: int, rule: str = "high_quality", item_wise: bool = False,
-                       log=print) -> tuple[SampleTable, SampleTable | None]:
+                       log=print, session_items: str = "all") -> tuple[SampleTable, SampleTable | None]:
     """The seed model's train/valid samples of a data directory (docs/ARCHITECTURE.md §1). ``item_wise``
     (a model with ``max_session_items = 1``): every target item of a training session becomes its own sample
-    (validation keeps whole sessions: the ranking check scores the session's item set)."""
+    (validation keeps whole sessions: the ranking check scores the session's item set). ``session_items =
+    "positive"``: targets keep only their positively engaged items (train and valid, so a ranking-based
+    model selection scores what the next-session test scores)."""
     import polars as pl
 
     from onerec.batching import item_wise as explode_targets
-    from onerec.batching import seed_samples
+    from onerec.batching import positive_targets, seed_samples
 
     path = data / "samples.parquet"
     if not path.is_file():
         raise OnerecError(f"missing file: {path}")
     cols = ["sample", "session", "split", "history", "history_ts", "target"]
-    samples = pl.read_parquet(path, columns=cols)
+    has_flags = "target_positive" in pl.read_parquet_schema(path)
+    samples = pl.read_parquet(path, columns=cols + (["target_positive"] if has_flags else []))
+    if session_items == "positive" and has_flags:
+        before = int(samples["target"].list.len().sum())
+        samples = positive_targets(samples)
+        log(f"train.session_items = positive: {int(samples['target'].list.len().sum()):,} of {before:,} target "
+            "items kept")
     sessions = None
     if (data / "sessions.parquet").is_file():
         sessions = pl.read_parquet(data / "sessions.parquet", columns=["session", "high_quality"])
@@ -430,7 +443,8 @@ def prepare_run(data: Path, tokenizer: Path, config: Path | None, out: Path, emb
                           f"{semantic_ids.n_items}: data and tokenizer come from different item sets")
     train, valid = _read_split_tables(data, semantic_ids.n_items - 1, cfg.seed_sessions,
                                       item_wise=model_cfg.max_session_items == 1,
-                                      log=lambda msg: print(msg, file=sys.stderr) if D.is_main() else None)
+                                      log=lambda msg: print(msg, file=sys.stderr) if D.is_main() else None,
+                                      session_items=cfg.session_items)
     item_embeddings = None
     if emb is not None:
         item_embeddings = _read_embeddings(Path(emb))

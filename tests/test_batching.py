@@ -67,3 +67,13 @@ def test_item_wise_gives_every_session_item_its_own_sample_with_the_same_history
     assert rows["target"].to_list() == [[6], [7], [8], [9], [2], [3], [4], [1]], rows["target"].to_list()
     assert rows["history"].to_list()[:4] == [[1, 2, 3, 4, 5]] * 4, "each target keeps the session's history"
     assert rows["sample"].to_list() == [0, 0, 0, 0, 1, 2, 2, 3] and rows.schema["target"] == pl.List(pl.Int32)
+
+
+def test_positive_targets_keep_engaged_items_in_order() -> None:
+    from onerec.batching import positive_targets
+
+    rows = _frame().with_columns(pl.Series("target_positive", [[False, True, False, True], [False], [True, True],
+                                                                [True]]))
+    out = positive_targets(rows)
+    assert out["target"].to_list() == [[7, 9], [], [3, 4], [1]] and "target_positive" not in out.columns
+    assert seed_samples(out, None, "train", "all")["sample"].to_list() == [0, 2], "a session with no positive trains nothing"

@@ -211,3 +211,28 @@ def test_loss_free_balancing_moves_expert_bias(fx: dict[str, Path]) -> None:
     model, _ = load_run(fx["root"] / "lfb")
     biases = [b for k, b in model.state_dict().items() if k.endswith("expert_bias")]
     assert biases and all(b.abs().sum() > 0 for b in biases), f"expert biases unchanged: {biases}"
+
+
+def test_split_tables_keep_positive_session_items_and_split_them_for_item_wise_models(tmp_path) -> None:
+    """train.session_items = positive keeps only engaged items (train and valid); an item-wise model then gets
+    one sample per engaged item, each with the session's history."""
+    import polars as pl
+
+    from onerec.train import _read_split_tables
+
+    pl.DataFrame({
+        "sample": [0, 1, 2], "session": [5, 6, 7], "split": ["train", "train", "valid"],
+        "history": [[1, 2], [3], [4]], "history_ts": [[1, 2], [3], [4]],
+        "target": [[7, 8, 9], [10, 11], [12, 13]],
+        "target_positive": [[True, False, True], [False, False], [False, True]],
+    }, schema_overrides={"history": pl.List(pl.Int32), "target": pl.List(pl.Int32)}).write_parquet(
+        tmp_path / "samples.parquet")
+    said: list[str] = []
+    train, valid = _read_split_tables(tmp_path, 20, "all", log=said.append, session_items="positive")
+    assert train.target.values.tolist() == [7, 9] and len(train) == 1, "sample 1 has no positive: dropped"
+    assert valid.target.values.tolist() == [13]
+    train, _ = _read_split_tables(tmp_path, 20, "all", item_wise=True, log=said.append, session_items="positive")
+    assert train.target.values.tolist() == [7, 9] and len(train) == 2 and train.history.values.tolist() == [1, 2, 1, 2]
+    assert any("single-item targets" in s for s in said) and any("3 of 7 target items" in s for s in said), said
+    train, _ = _read_split_tables(tmp_path, 20, "all", log=said.append)
+    assert train.target.values.tolist() == [7, 8, 9, 10, 11], "session_items = all keeps every shown item"
