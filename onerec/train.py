@@ -96,8 +96,6 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.session_items not in ("all", "positive"):
-            raise ConfigError(f"train.session_items must be 'all' or 'positive', got {self.session_items!r}")
         if not METRIC.match(self.select_metric):
             raise ConfigError(f"train.select_metric must be ntp_loss, recall@K or ndcg@K, got {self.select_metric!r}")
         for name in ("select_samples", "select_beam"):
@@ -370,9 +368,9 @@ def _read_split_tables(data: Path, max_item: int, rule: str = "high_quality", it
     if not path.is_file():
         raise OnerecError(f"missing file: {path}")
     cols = ["sample", "session", "split", "history", "history_ts", "target"]
-    has_flags = "target_positive" in pl.read_parquet_schema(path)
-    samples = pl.read_parquet(path, columns=cols + (["target_positive"] if has_flags else []))
-    if session_items == "positive" and has_flags:
+    positives = session_items == "positive" and "target_positive" in pl.read_parquet_schema(path)
+    samples = pl.read_parquet(path, columns=cols + (["target_positive"] if positives else []))
+    if positives:
         before = int(samples["target"].list.len().sum())
         samples = positive_targets(samples)
         log(f"train.session_items = positive: {int(samples['target'].list.len().sum()):,} of {before:,} target "
