@@ -29,6 +29,9 @@ Design choices
   :class:`~onerec.model.layers.KVCache`); and the last decoder block runs cross-attention and FFN for
   the newest position only (``decode(last_only=True)``: at an item boundary the last code's state is
   needed only as keys/values).
+- The copy head (``model.copy_head``) needs each beam's prefix: the history items whose trie path passes
+  through the beam's node are exactly those sharing its written codes, so the pointer reads the same
+  candidates as in training and the beam scores stay equal to ``sequence_logp``.
 - Deterministic: no sampling; ``topk`` ties resolve the same way on every run.
 """
 
@@ -193,6 +196,7 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
 
     memory, memory_mask = model.encode(history, None if history_ts is None else history_ts.to(device))
     cross = model.cross_kv(memory)  # once per request, shared by its beams
+    copy = model.copy_context(history, memory, memory_mask)  # None without the copy head
     # additive form of the mask, built once (SDPA would convert the bool mask in every layer at every step)
     memory_mask = memory.new_zeros(memory_mask.shape).masked_fill(~memory_mask, float("-inf"))
     scorer_cls = _CachedScorer if mode is DecodeMode.CACHED else _FullScorer
@@ -208,7 +212,7 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
     for i in range(m):
         all_banned = torch.cat([banned, items[:, :i]], dim=1)  # (BN, e + i)
         for j in range(d):
-            step_logp = torch.log_softmax(model.level_logits(hidden, j).float(), dim=-1)  # (BN, K_j)
+            step_logp = _step_logp(model, hidden, j, copy, counts, node, b)  # (BN, K_j)
             if step_logp.shape[1] < v:
                 step_logp = F.pad(step_logp, (0, v - step_logp.shape[1]), value=float("-inf"))  # (BN, V)
             children = _fit(trie.children(node).to(device), v, -1)  # (BN, V) child node per token, -1 = none
@@ -239,6 +243,17 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
     items = items.view(b, n_beams, m)
     items = items.masked_fill(~torch.isfinite(logp)[..., None], -1)
     return SessionBeams(items=items, logp=logp)
+
+
+def _step_logp(model: OneRec, hidden: torch.Tensor, level: int, copy: Any, counts: TrieCounts,
+               node: torch.Tensor, b: int) -> torch.Tensor:
+    """(BN, C) beam states -> (BN, K_level) next-token log-probs. With the copy head, the pointer's candidates
+    are the request's history items on the beam's trie node (their path passes through it: same prefix)."""
+    if copy is None:
+        return torch.log_softmax(model.level_logits(hidden, level).float(), dim=-1)
+    on_node = counts.path[copy.items.clamp(min=0), level][:, None, :] == node.view(b, -1, 1)  # (B, N, S)
+    match = on_node & (copy.items >= 0)[:, None, :]
+    return model.level_logp(hidden.view(b, -1, hidden.shape[-1]), level, copy, match).flatten(0, 1)
 
 
 def _fit(table: torch.Tensor, v: int, fill: int) -> torch.Tensor:

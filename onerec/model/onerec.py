@@ -19,6 +19,14 @@ Design choices
   next BOS, which is known, so it is not a target. Logits are *level-local*: the state that predicts level
   ``j`` is scored only against level ``j``'s K_j tokens (a softmax per level), which is also what the
   trie-constrained beam search uses, so ``sequence_logp`` equals the beam scores.
+- Copy head (``copy_head``, off by default: not in the paper): a pointer-generator over the history. The state
+  that predicts level ``j`` also attends (its own query/key projections) over the history items whose codes
+  share the prefix already written, and a learned gate ``g`` mixes ``g * softmax(level logits) + (1 - g) *
+  pointer``, the pointer putting each attended item's weight on its level-``j`` token; with no matching
+  history item the level is the plain softmax. It lets a model recommend an item again (repeat consumption)
+  without learning to spell its codes from the encoder state. Training, ``sequence_logp`` and beam search
+  share :meth:`OneRec.level_logp`, so beam scores still equal ``sequence_logp``; ``level_logits`` of the
+  output then hold these log-probs (log-softmax leaves them unchanged).
 - Sessions are padded on the right with -1; padded items are neither targets nor (causally) context of
   real ones. NTP loss = mean over real code tokens; ``loss = ntp + aux_loss_coef * aux`` with ``aux`` the
   mean Switch load-balancing loss of the MoE layers (0 for the dense ablation).
@@ -67,6 +75,7 @@ class ModelConfig:
     time_buckets: int = 0  # > 0: add a log2(seconds) time-gap bucket embedding (needs history_ts)
     item_emb_dim: int = 0  # > 0: project a frozen (I, item_emb_dim) item-embedding matrix into the encoder
     item_id_emb: bool = False  # add a learned per-item embedding (I, d_model) to the encoder's history items
+    copy_head: bool = False  # pointer-generator over the history items (repeat consumption); see the module doc
     dropout: float = 0.0
     tie_embeddings: bool = True
     init_std: float = 0.02
@@ -91,10 +100,19 @@ class ModelConfig:
 
 
 @dataclass
+class CopyContext:
+    """The copy head's view of encoded requests (:meth:`OneRec.copy_context`)."""
+
+    keys: torch.Tensor  # (B, S, C) pointer keys of the memory positions
+    items: torch.Tensor  # (B, S) item id at each memory position, -1 for [USER] and unused history slots
+
+
+@dataclass
 class OneRecOutput:
     """What one training forward returns."""
 
     level_logits: list[torch.Tensor]  # D tensors (B, m, K_j): logits of level j of every session item
+    # (log-probs when model.copy_head)
     loss: torch.Tensor  # () ntp + aux_loss_coef * aux
     ntp_loss: torch.Tensor  # () mean cross-entropy over real code tokens
     aux_loss: torch.Tensor  # () mean load-balancing loss over MoE layers (0 when dense)
@@ -161,6 +179,10 @@ class OneRec(nn.Module):
         self.dec_blocks = nn.ModuleList(
             DecoderBlock(c, config.n_heads, self._make_ffn(), config.dropout) for _ in range(config.decoder_layers))
         self.dec_norm = nn.LayerNorm(c)
+        self.copy_q = self.copy_k = self.copy_gate = None
+        if config.copy_head:
+            self.copy_q, self.copy_k = nn.Linear(c, c, bias=False), nn.Linear(c, c, bias=False)
+            self.copy_gate = nn.Linear(c, 1)
         self._init_weights()
 
     def _make_ffn(self) -> nn.Module:
@@ -264,6 +286,33 @@ class OneRec(nn.Module):
         off = 1 + sum(self.level_sizes[:level])
         return hidden @ weight[off:off + self.level_sizes[level]].T
 
+    def copy_context(self, history: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor
+                     ) -> CopyContext | None:
+        """What the copy head reads from an encoded request (``None`` without the copy head): the pointer keys of
+        the memory and the item at each memory position (-1 for [USER] and unused history slots)."""
+        if self.copy_k is None:
+            return None
+        b = history.shape[0]
+        items = torch.cat([history.new_full((b, 1), -1), history.long()], dim=1).masked_fill(~memory_mask, -1)
+        return CopyContext(self.copy_k(memory), items)
+
+    def level_logp(self, hidden: torch.Tensor, level: int, copy: CopyContext | None = None,
+                   match: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden (B, T, C) -> (B, T, K_level) log-probs of that level's tokens. With the copy head, ``match``
+        (B, T, S) marks the memory positions whose item the pointer may choose (a real history item whose codes
+        share the prefix written so far) and the level is the gated mixture of the module doc."""
+        gen = torch.log_softmax(self.level_logits(hidden, level).float(), dim=-1)
+        if copy is None or self.copy_q is None:
+            return gen
+        scores = (self.copy_q(hidden) @ copy.keys.transpose(1, 2)).float() * hidden.shape[-1] ** -0.5  # (B, T, S)
+        found = match.any(dim=-1, keepdim=True)  # (B, T, 1)
+        weights = torch.softmax(scores.masked_fill(~match, float("-inf")).masked_fill(~found, 0.0), dim=-1) * match
+        tokens = self.item_codes[copy.items.clamp(min=0), level]  # (B, S) level-local
+        pointer = gen.new_zeros(gen.shape).scatter_add_(-1, tokens[:, None, :].expand_as(weights), weights)
+        gate = self.copy_gate(hidden).float()  # (B, T, 1): log-odds of generating over copying
+        mixed = torch.logaddexp(F.logsigmoid(gate) + gen, F.logsigmoid(-gate) + pointer.clamp_min(1e-30).log())
+        return torch.where(found, mixed, gen)
+
     # ------------------------------------------------------------------------------------- training
     def forward(self, history: torch.Tensor, sessions: torch.Tensor,
                 history_ts: torch.Tensor | None = None) -> OneRecOutput:
@@ -273,9 +322,16 @@ class OneRec(nn.Module):
         memory, memory_mask = self.encode(history, history_ts)
         hidden, stats = self.decode(self.decoder_tokens(sessions), self.cross_kv(memory), memory_mask)
         hidden = hidden.view(b, m, self.depth + 1, -1)  # (B, m, D + 1, C)
-        logits = [self.level_logits(hidden[:, :, j], j) for j in range(self.depth)]  # D x (B, m, K_j)
         item_mask = sessions >= 0  # (B, m)
         targets = self.item_codes[sessions.clamp(min=0)]  # (B, m, D) level-local
+        copy = self.copy_context(history, memory, memory_mask)
+        if copy is None:
+            logits = [self.level_logits(hidden[:, :, j], j) for j in range(self.depth)]  # D x (B, m, K_j)
+        else:  # pointer candidates of level j: history items whose first j codes are the target's
+            same = self.item_codes[copy.items.clamp(min=0)][:, None] == targets[:, :, None]  # (B, m, S, D)
+            prefix = torch.cat([same.new_ones(same.shape[:-1] + (1,)), same.cumprod(dim=-1).bool()], dim=-1)
+            real = (copy.items >= 0)[:, None, :]  # (B, 1, S)
+            logits = [self.level_logp(hidden[:, :, j], j, copy, prefix[..., j] & real) for j in range(self.depth)]
         n_tokens = int(item_mask.sum()) * self.depth
         ntp = sum(
             (F.cross_entropy(lg.flatten(0, 1).float(), targets[:, :, j].flatten(), reduction="none")
@@ -324,8 +380,8 @@ class OneRec(nn.Module):
     def forward_flops(self, batch: int, history_len: int, n_items: int, attention: bool = True) -> float:
         """Matmul FLOPs (2 per multiply-add) of one forward on (batch, history_len) x (batch, n_items).
 
-        Counts projections, the active experts and router, the level-local heads and the item-embedding
-        projection, plus (``attention``) attention scores/values with causal self-attention at half; ignores
+        Counts projections, the active experts and router, the level-local heads (and the copy head) and the
+        item-embedding projection, plus (``attention``) attention scores/values with causal self-attention at half; ignores
         norms and softmaxes. Without attention it equals torch's FlopCounterMode count (a test checks)."""
         cfg, c = self.config, self.config.d_model
         s, t = history_len + 1, n_items * (self.depth + 1)
@@ -333,6 +389,8 @@ class OneRec(nn.Module):
         ffn = 2 * c * cfg.d_ff if cfg.ffn == "dense" else cfg.top_k * 2 * c * cfg.expert_d_ff + c * cfg.n_experts
         dec = cfg.decoder_layers * (t * (4 * c * c + 2 * c * c + ffn) + s * 2 * c * c)
         head = n_items * c * sum(self.level_sizes)
+        if cfg.copy_head:  # per predicted code: query, gate, scores over the memory; keys once per memory slot
+            head += n_items * self.depth * (c * c + c + s * c) + s * c * c
         attn = cfg.encoder_layers * 2 * s * s * c + cfg.decoder_layers * (t * t * c + 2 * t * s * c)
         return 2.0 * batch * (enc + dec + head + (attn if attention else 0))
 

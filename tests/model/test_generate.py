@@ -78,12 +78,12 @@ def test_prefix_whose_only_item_is_excluded_is_never_entered():
     assert bool(torch.isfinite(beams.logp).all()), f"a beam was stranded: {beams.logp.tolist()}"
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_cached_generation_equals_full_recompute(layers):
+@pytest.mark.parametrize("layers,copy_head", [(1, False), (2, False), (2, True)])
+def test_cached_generation_equals_full_recompute(layers, copy_head):
     """The KV-cached search (BOS decoded once per request, cache gathered into preallocated buffers, last
     block on the newest position only) returns the same sessions and scores as the full-recompute reference."""
     ids, trie = catalogue(n_items=60, codebook=5, levels=2, seed=3)
-    model = tiny_model(ids, seed=3, decoder_layers=layers)
+    model = tiny_model(ids, seed=3, decoder_layers=layers, copy_head=copy_head)
     history = random_history(3, 8, 60, seed=3)
     exclude = torch.tensor([[1, 2, -1], [5, 5, 7], [-1, -1, -1]])
     cached = generate_sessions(model, trie, history, 4, 6, exclude=exclude, mode=DecodeMode.CACHED)
@@ -93,10 +93,12 @@ def test_cached_generation_equals_full_recompute(layers):
     _check_beams(cached, 60, exclude, f"{layers} decoder layers")
 
 
-def test_beam_scores_equal_sequence_logp():
-    """Each beam's score is the model's sequence_logp of the session it holds (which autograd can use, for DPO)."""
+@pytest.mark.parametrize("copy_head", [False, True])
+def test_beam_scores_equal_sequence_logp(copy_head):
+    """Each beam's score is the model's sequence_logp of the session it holds (which autograd can use, for DPO);
+    with the copy head too (the search finds the pointer's candidates from trie nodes, training from codes)."""
     ids, trie = catalogue(n_items=30, seed=4)
-    model = tiny_model(ids, seed=4)
+    model = tiny_model(ids, seed=4, copy_head=copy_head)
     history = random_history(2, 5, 30, seed=4)
     beams = generate_sessions(model, trie, history, 3, 5)
     n = beams.items.shape[1]
@@ -106,10 +108,11 @@ def test_beam_scores_equal_sequence_logp():
     assert model.token_emb.weight.grad is not None, "no gradient through sequence_logp of generated sessions"
 
 
-def test_next_items_with_full_beam_is_the_exact_top_k():
+@pytest.mark.parametrize("copy_head", [False, True])
+def test_next_items_with_full_beam_is_the_exact_top_k(copy_head):
     """With beam_size >= catalogue size, generate_next_items returns the exact top-k items by sequence_logp."""
     ids, trie = catalogue(n_items=12, codebook=3, levels=2, seed=5)
-    model = tiny_model(ids, seed=5)
+    model = tiny_model(ids, seed=5, copy_head=copy_head)
     history = random_history(3, 5, 12, seed=5)
     items, scores = generate_next_items(model, trie, history, k=5, beam_size=12)
     every = model.sequence_logp(history.repeat_interleave(12, 0), torch.arange(12).repeat(3)[:, None]).view(3, 12)
