@@ -1,0 +1,93 @@
+"""Repeat consumption: how much of each model's Recall@K comes from items already in the user's history.
+
+For next-session data (EVAL.md §2) it counts, over the first ``--n`` test sessions: the share of positives that
+are history items, and per model the hits on history items and on new items in its top K, and how many of its
+top K are history items. Generative runs answer as in ``onerec evaluate`` (union of the top beams, beam
+``--beam``); baselines are the directories ``onerec baseline`` writes. Prints a JSON document and a table.
+
+    .venv/bin/python benchmarks/bench_repeats.py --data runs/simq/data --run runs/simq/onerec_pos_s0 \
+        --run runs/simq/onerec_copy_s0 --baseline runs/simq/sasrec_s0 --n 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from onerec.evaluate import EvalConfig  # noqa: E402
+from onerec.io import OnerecError  # noqa: E402
+
+
+def repeat_hits(lists: np.ndarray, history: np.ndarray, positives: list, k: int) -> dict[str, float]:
+    """Hits of the top-k ``lists`` (S, >= k) on history items and on new items, and history items per top k."""
+    on_history = new = shown = 0
+    recall = []
+    for hist, pos, row in zip(history, positives, lists):
+        seen = {int(x) for x in hist if x >= 0}
+        wanted = {int(x) for x in pos}
+        top = [int(x) for x in row[:k] if x >= 0]
+        hit = wanted & set(top)
+        on_history += sum(x in seen for x in hit)
+        new += len(hit) - sum(x in seen for x in hit)
+        shown += sum(x in seen for x in top)
+        recall.append(len(hit) / min(len(wanted), k))
+    return {f"recall@{k}": float(np.mean(recall)), "hits_on_history": on_history, "hits_on_new": new,
+            f"history_items_per_top{k}": shown / max(len(lists), 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    from onerec.checkpoint import load_run
+    from onerec.evaluate.generative import GenerativeRecommender
+    from onerec.evaluate.runner import evaluation_set, load_baseline
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--run", type=Path, action="append", default=[])
+    ap.add_argument("--baseline", type=Path, action="append", default=[])
+    ap.add_argument("--n", type=int, default=1000, help="first N test sessions (0 = all)")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--beam", type=int, default=32)
+    ap.add_argument("--m", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    evset = evaluation_set(args.data, EvalConfig(protocol="session", max_samples=args.n))
+    history, positives = evset.test.history, evset.test.positives
+    n_pos = sum(len(p) for p in positives)
+    n_rep = sum(len({int(x) for x in p} & {int(x) for x in h if x >= 0}) for h, p in zip(history, positives))
+    models = {}
+    for run in args.run:
+        model, _ = load_run(run)
+        models[str(run)] = GenerativeRecommender(model, args.beam, 1 if model.config.max_session_items == 1 else args.m)
+    for path in args.baseline:
+        models[str(path)] = load_baseline(path)[0]
+    if not models:
+        raise OnerecError("give at least one --run or --baseline")
+    result = {"data": str(args.data), "sessions": len(history), "positives": n_pos,
+              "positives_in_history": n_rep, "models": {}}
+    for name, recommend in models.items():
+        lists = np.concatenate([recommend(history[i:i + 256], args.k) for i in range(0, len(history), 256)])
+        result["models"][name] = repeat_hits(lists, history, positives, args.k)
+    print(json.dumps(result, indent=2))
+    print(f"\n{len(history)} test sessions; {n_rep} of {n_pos} positives ({n_rep / max(n_pos, 1):.1%}) are history items")
+    print(f"| model | recall@{args.k} | hits on history items | hits on new items | history items per top {args.k} |")
+    print("|---|---|---|---|---|")
+    for name, row in result["models"].items():
+        print(f"| {name} | {row[f'recall@{args.k}']:.4f} | {row['hits_on_history']} | {row['hits_on_new']} | "
+              f"{row[f'history_items_per_top{args.k}']:.2f} |")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except OnerecError as err:
+        sys.exit(f"error: {err}")
