@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         lists = np.concatenate([recommend(history[i:i + 256], args.k) for i in range(0, len(history), 256)])
         result["models"][name] = repeat_hits(lists, history, positives, args.k)
     print(json.dumps(result, indent=2))
-    print(f"\n{len(history)} test sessions; {n_rep} of {n_pos} positives ({n_rep / max(n_pos, 1):.1%}) are history items")
+    share = n_rep / max(n_pos, 1)
+    print(f"\n{len(history)} test sessions; {n_rep} of {n_pos} positives ({share:.1%}) are history items")
     print(f"| model | recall@{args.k} | hits on history items | hits on new items | history items per top {args.k} |")
     print("|---|---|---|---|---|")
     for name, row in result["models"].items():

@@ -105,6 +105,7 @@ class CopyContext:
 
     keys: torch.Tensor  # (B, S, C) pointer keys of the memory positions
     items: torch.Tensor  # (B, S) item id at each memory position, -1 for [USER] and unused history slots
+    codes: torch.Tensor  # (B, S, D) level-local codes of those items (item 0's for the -1 slots: masked by users)
 
 
 @dataclass
@@ -294,7 +295,7 @@ class OneRec(nn.Module):
             return None
         b = history.shape[0]
         items = torch.cat([history.new_full((b, 1), -1), history.long()], dim=1).masked_fill(~memory_mask, -1)
-        return CopyContext(self.copy_k(memory), items)
+        return CopyContext(self.copy_k(memory), items, self.item_codes[items.clamp(min=0)])
 
     def level_logp(self, hidden: torch.Tensor, level: int, copy: CopyContext | None = None,
                    match: torch.Tensor | None = None) -> torch.Tensor:
@@ -307,7 +308,7 @@ class OneRec(nn.Module):
         scores = (self.copy_q(hidden) @ copy.keys.transpose(1, 2)).float() * hidden.shape[-1] ** -0.5  # (B, T, S)
         found = match.any(dim=-1, keepdim=True)  # (B, T, 1)
         weights = torch.softmax(scores.masked_fill(~match, float("-inf")).masked_fill(~found, 0.0), dim=-1) * match
-        tokens = self.item_codes[copy.items.clamp(min=0), level]  # (B, S) level-local
+        tokens = copy.codes[..., level]  # (B, S) level-local
         pointer = gen.new_zeros(gen.shape).scatter_add_(-1, tokens[:, None, :].expand_as(weights), weights)
         gate = self.copy_gate(hidden).float()  # (B, T, 1): log-odds of generating over copying
         mixed = torch.logaddexp(F.logsigmoid(gate) + gen, F.logsigmoid(-gate) + pointer.clamp_min(1e-30).log())
@@ -328,7 +329,7 @@ class OneRec(nn.Module):
         if copy is None:
             logits = [self.level_logits(hidden[:, :, j], j) for j in range(self.depth)]  # D x (B, m, K_j)
         else:  # pointer candidates of level j: history items whose first j codes are the target's
-            same = self.item_codes[copy.items.clamp(min=0)][:, None] == targets[:, :, None]  # (B, m, S, D)
+            same = copy.codes[:, None] == targets[:, :, None]  # (B, m, S, D)
             prefix = torch.cat([same.new_ones(same.shape[:-1] + (1,)), same.cumprod(dim=-1).bool()], dim=-1)
             real = (copy.items >= 0)[:, None, :]  # (B, 1, S)
             logits = [self.level_logp(hidden[:, :, j], j, copy, prefix[..., j] & real) for j in range(self.depth)]
@@ -381,8 +382,9 @@ class OneRec(nn.Module):
         """Matmul FLOPs (2 per multiply-add) of one forward on (batch, history_len) x (batch, n_items).
 
         Counts projections, the active experts and router, the level-local heads (and the copy head) and the
-        item-embedding projection, plus (``attention``) attention scores/values with causal self-attention at half; ignores
-        norms and softmaxes. Without attention it equals torch's FlopCounterMode count (a test checks)."""
+        item-embedding projection, plus (``attention``) attention scores/values with causal self-attention at
+        half; ignores norms and softmaxes. Without attention it equals torch's FlopCounterMode count (a test
+        checks)."""
         cfg, c = self.config, self.config.d_model
         s, t = history_len + 1, n_items * (self.depth + 1)
         enc = cfg.encoder_layers * s * (4 * c * c + 2 * c * cfg.d_ff) + history_len * cfg.item_emb_dim * c
