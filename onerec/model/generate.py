@@ -72,7 +72,7 @@ class TrieCounts:
         n_items, depth = item_codes.shape
         if int(trie.depth) != depth:
             raise OnerecError(f"trie depth {trie.depth} != model code depth {depth}")
-        nodes = torch.full((n_items,), int(trie.root), dtype=torch.long)
+        nodes = torch.full((n_items,), int(trie.root), dtype=torch.long, device=item_codes.device)
         path = [nodes]
         for d in range(depth):
             nodes = trie.step(nodes, item_codes[:, d]).to(item_codes.device)
