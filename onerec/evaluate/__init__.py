@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from onerec.config import ConfigError
@@ -26,11 +27,14 @@ class EvalConfig:
     progress: bool = True  # tqdm bars on stderr over the scored samples (running Recall@K in the postfix)
     bootstrap: int = 1000  # resamples for metrics.json's 95 % intervals and paired differences (0 = none)
     bootstrap_seed: int = 0
+    copy_gate_bias: float = 0.0  # models with the copy head: added to its gate's log-odds (> 0 copies less)
 
     def __post_init__(self) -> None:
         for name in ("m", "beam_size", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
+        if not math.isfinite(self.copy_gate_bias):
+            raise ConfigError(f"eval.copy_gate_bias must be finite, got {self.copy_gate_bias}")
         for name in ("max_history", "max_samples", "bootstrap"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"eval.{name} must be >= 0, got {getattr(self, name)}")

@@ -26,7 +26,9 @@ Design choices
   history item the level is the plain softmax. It lets a model recommend an item again (repeat consumption)
   without learning to spell its codes from the encoder state. Training, ``sequence_logp`` and beam search
   share :meth:`OneRec.level_logp`, so beam scores still equal ``sequence_logp``; ``level_logits`` of the
-  output then hold these log-probs (log-softmax leaves them unchanged).
+  output then hold these log-probs (log-softmax leaves them unchanged). ``copy_gate_bias`` (an attribute, 0
+  after training and loading; ``eval.copy_gate_bias`` sets it) is added to the gate's log-odds at inference:
+  > 0 copies less, < 0 more — a knob chosen on validation, not a trained parameter.
 - Sessions are padded on the right with -1; padded items are neither targets nor (causally) context of
   real ones. NTP loss = mean over real code tokens; ``loss = ntp + aux_loss_coef * aux`` with ``aux`` the
   mean Switch load-balancing loss of the MoE layers (0 for the dense ablation).
@@ -184,6 +186,7 @@ class OneRec(nn.Module):
         if config.copy_head:
             self.copy_q, self.copy_k = nn.Linear(c, c, bias=False), nn.Linear(c, c, bias=False)
             self.copy_gate = nn.Linear(c, 1)
+        self.copy_gate_bias = 0.0  # inference-time shift of the gate's log-odds (module doc)
         self._init_weights()
 
     def _make_ffn(self) -> nn.Module:
@@ -310,7 +313,7 @@ class OneRec(nn.Module):
         weights = torch.softmax(scores.masked_fill(~match, float("-inf")).masked_fill(~found, 0.0), dim=-1) * match
         tokens = copy.codes[..., level]  # (B, S) level-local
         pointer = gen.new_zeros(gen.shape).scatter_add_(-1, tokens[:, None, :].expand_as(weights), weights)
-        gate = self.copy_gate(hidden).float()  # (B, T, 1): log-odds of generating over copying
+        gate = self.copy_gate(hidden).float() + self.copy_gate_bias  # (B, T, 1): log-odds of generating over copying
         mixed = torch.logaddexp(F.logsigmoid(gate) + gen, F.logsigmoid(-gate) + pointer.clamp_min(1e-30).log())
         return torch.where(found, mixed, gen)
 

@@ -77,6 +77,16 @@ def test_baseline_from_other_data_is_refused(trained: dict[str, Path], tmp_path:
     assert before == after, "metrics.json changed although evaluation failed"
 
 
+def test_copy_gate_bias_needs_a_copy_head(trained: dict[str, Path], capsys) -> None:
+    """eval.copy_gate_bias on a model without the copy head is a one-line error (exit 2), nothing written."""
+    before = (trained["run"] / "metrics.json").read_bytes() if (trained["run"] / "metrics.json").exists() else b""
+    code = main(["evaluate", "--run", str(trained["run"]), *EVAL, "--set", "eval.copy_gate_bias=1.0"])
+    assert code == 2, f"exit code {code}"
+    assert "no copy head" in capsys.readouterr().err
+    after = (trained["run"] / "metrics.json").read_bytes() if (trained["run"] / "metrics.json").exists() else b""
+    assert before == after, "metrics.json changed although evaluation failed"
+
+
 def test_stored_sasrec_baseline_rescores_identically(trained: dict[str, Path]) -> None:
     """A SASRec baseline reloaded by `onerec evaluate --baseline` scores exactly what it scored when trained."""
     out = trained["root"] / "sasrec"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -223,6 +224,39 @@ def test_copy_head_with_a_closed_gate_puts_all_mass_on_history_items():
         torch.testing.assert_close(prob[row, seen].sum(), torch.tensor(1.0), msg=f"request {row}: history mass")
         others = [i for i in range(12) if i not in seen]
         assert float(prob[row, others].max()) < 1e-6, f"request {row}: non-history item got {prob[row, others]}"
+
+
+def test_copy_gate_bias_moves_mass_between_history_and_new_items():
+    """The inference-time gate bias: the history items' total probability falls as the bias rises, a large
+    bias gives the plain level softmax (the head's generation part), and the probabilities still sum to 1."""
+    codes = np.array(list(itertools.product(range(4), range(3), range(1))))  # 12 items, full code space
+    model = tiny_model(SemanticIds(codes, [4, 3, 1]), copy_head=True, seed=2)
+    history = torch.tensor([[-1, 2, 7, 7, 11]])
+    seen = [2, 7, 11]
+
+    def probs(bias: float) -> torch.Tensor:
+        model.copy_gate_bias = bias
+        return model.sequence_logp(history.repeat_interleave(12, 0), torch.arange(12)[:, None]).exp().detach()
+
+    masses = []
+    for bias in (-4.0, -1.0, 0.0, 1.0, 4.0):
+        p = probs(bias)
+        torch.testing.assert_close(p.sum(), torch.tensor(1.0), msg=f"bias {bias}: total")
+        masses.append(float(p[seen].sum()))
+    assert all(a > b for a, b in zip(masses, masses[1:])), f"history mass not falling with the bias: {masses}"
+    with torch.no_grad():  # the same weights with the pointer's weight zeroed: the plain softmax
+        plain = probs(0.0)
+        model.copy_gate_bias = 60.0
+        torch.testing.assert_close(probs(60.0), _no_copy(model, history), msg="large bias != generation alone")
+    assert not torch.allclose(plain, probs(60.0)), "the bias changed nothing"
+    model.copy_gate_bias = 0.0
+
+
+def _no_copy(model, history):
+    """sequence_logp of every item with the copy head's contribution removed (copy context dropped)."""
+    hidden_model = copy.deepcopy(model)
+    hidden_model.copy_q = None
+    return hidden_model.sequence_logp(history.repeat_interleave(12, 0), torch.arange(12)[:, None]).exp().detach()
 
 
 def test_copy_head_learns_to_repeat_a_history_item_faster_than_generation_alone():
