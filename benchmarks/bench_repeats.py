@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--beam", type=int, default=32)
     ap.add_argument("--m", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--copy-gate-bias", type=float, action="append", default=[],
+                    help="per --run, in order: its eval.copy_gate_bias (runs with the copy head; default 0)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     evset = evaluation_set(args.data, EvalConfig(protocol="session", max_samples=args.n))
@@ -65,8 +67,14 @@ def main(argv: list[str] | None = None) -> None:
     n_pos = sum(len(p) for p in positives)
     n_rep = sum(len({int(x) for x in p} & {int(x) for x in h if x >= 0}) for h, p in zip(history, positives))
     models = {}
-    for run in args.run:
+    biases = args.copy_gate_bias + [0.0] * (len(args.run) - len(args.copy_gate_bias))
+    for run, bias in zip(args.run, biases):
         model, _ = load_run(run)
+        if bias:
+            if model.copy_gate is None:
+                raise OnerecError(f"--copy-gate-bias {bias} for {run}, which has no copy head")
+            model.copy_gate_bias = bias
+            run = f"{run} (copy_gate_bias {bias})"
         models[str(run)] = GenerativeRecommender(model, args.beam, 1 if model.config.max_session_items == 1 else args.m)
     for path in args.baseline:
         models[str(path)] = load_baseline(path)[0]
