@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ class ServeConfig:
     max_body_bytes: int = 262_144
     reload_poll_s: float = 2.0  # how often to look for a new checkpoint in the run directory; 0 = never
     threads: int = 0  # torch intra-op threads for generation; 0 = leave torch's default (all cores)
+    copy_gate_bias: float = 0.0  # models with the copy head: the validation-chosen eval.copy_gate_bias to serve with
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "default_n_items", "max_n_items", "default_beam_size", "max_beam_size"):
@@ -63,6 +65,8 @@ class ServeConfig:
             raise ConfigError("serve.default_beam_size must lie in 1..serve.max_beam_size")
         if self.max_wait_ms < 0 or self.reload_poll_s < 0 or self.max_history < 0 or self.threads < 0:
             raise ConfigError("serve.max_wait_ms, reload_poll_s, max_history and threads must be >= 0")
+        if not math.isfinite(self.copy_gate_bias):
+            raise ConfigError(f"serve.copy_gate_bias must be finite, got {self.copy_gate_bias}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,8 +128,9 @@ def _version_of(run_dir: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_snapshot(run_dir: str | Path) -> Snapshot:
-    """Load a run directory for serving; any problem is an OnerecError (the caller keeps its old model)."""
+def load_snapshot(run_dir: str | Path, copy_gate_bias: float = 0.0) -> Snapshot:
+    """Load a run directory for serving; any problem is an OnerecError (the caller keeps its old model).
+    ``copy_gate_bias`` (``serve.copy_gate_bias``) is set on a model with the copy head and refused without one."""
     import polars as pl
     import torch
 
@@ -139,6 +144,10 @@ def load_snapshot(run_dir: str | Path) -> Snapshot:
     except Exception as err:  # a broken file must not take the server down
         raise OnerecError(f"cannot load checkpoint in {run_dir}: {type(err).__name__}: {err}") from None
     model.eval()
+    if copy_gate_bias:
+        if getattr(model, "copy_gate", None) is None:
+            raise OnerecError(f"serve.copy_gate_bias={copy_gate_bias} but {run_dir} has no copy head")
+        model.copy_gate_bias = copy_gate_bias
     codes = model.item_codes.detach().cpu().numpy().astype(np.int64)  # (I, D)
     from onerec.tokenizer.trie import CodeTrie
 

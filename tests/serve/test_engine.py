@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from onerec.config import ConfigError
 from onerec.io import OnerecError
 from onerec.serve.engine import Engine, MicroBatcher, Query, ServeConfig, load_snapshot
 from tests.serve.conftest import N_ITEMS, write_run
@@ -58,6 +59,14 @@ def test_microbatcher_groups_concurrent_requests(tiny_run: Path) -> None:
     answers = asyncio.run(main())
     assert len(answers) == 12 and sum(sizes) == 12
     assert max(sizes) > 1, f"no batching happened: {sizes}"
+
+
+def test_copy_gate_bias_is_refused_for_a_model_without_the_copy_head(tiny_run: Path) -> None:
+    """serve.copy_gate_bias on a run without the copy head fails the load with a one-line OnerecError."""
+    with pytest.raises(OnerecError, match="no copy head"):
+        load_snapshot(tiny_run, copy_gate_bias=-1.0)
+    with pytest.raises(ConfigError, match="copy_gate_bias"):
+        ServeConfig(copy_gate_bias=float("inf"))
 
 
 def test_broken_checkpoint_is_refused_and_old_model_kept(tiny_run: Path) -> None:
