@@ -27,7 +27,6 @@ class EvalConfig:
     progress: bool = True  # tqdm bars on stderr over the scored samples (running Recall@K in the postfix)
     bootstrap: int = 1000  # resamples for metrics.json's 95 % intervals and paired differences (0 = none)
     bootstrap_seed: int = 0
-    session_ranking: Literal["beam", "marginal"] = "beam"  # generative next-session lists after the top beam
     copy_gate_bias: float = 0.0  # models with the copy head: added to its gate's log-odds (> 0 copies less)
 
     def __post_init__(self) -> None:

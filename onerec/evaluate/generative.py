@@ -5,12 +5,7 @@ Design choices
   items, best first; that list is the ranking.
 - Next session (EVAL.md §2): ``generate_sessions`` writes N beams of m items. The ranked list is the top
   beam, then each following beam's items not seen yet (beam order, then position order), so the first m
-  entries are exactly the top beam ``G`` and the first K are the union of the top beams. With
-  ``ranking="marginal"`` (``eval.session_ranking``) the first m entries are still the top beam, and the rest
-  are ranked by each item's estimated probability of being in the session: the sum of the normalised
-  probabilities of the beams that hold it (``softmax`` of the N beam scores). Ranking by marginals is the
-  decision that maximises the expected hits among the first K under the beams' distribution, where beam
-  order favours the items of the second- and third-best sessions whatever else the beams agree on.
+  entries are exactly the top beam ``G`` and the first K are the union of the top beams.
 - Every generated beam is kept (``generated``) for the health metrics of EVAL.md §4; beams that the search
   could not fill (log-prob -inf: fewer candidates than beams) are left out of them. In next-item mode the
   k-item ranked list plays the session's part (``duplicate_rate`` = share of lists repeating an item).
@@ -40,42 +35,12 @@ def union_of_beams(items: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def marginal_ranking(items: np.ndarray, logp: np.ndarray, k: int) -> np.ndarray:
-    """Beams (B, N, m) with scores (B, N) -> (B, k): the top beam's items, then the remaining items by the summed
-    softmax-normalised probability of the beams holding them (ties: beam order); -1 when short."""
-    out = np.full((items.shape[0], k), -1, dtype=np.int64)
-    for row, (beams, scores) in enumerate(zip(items, logp)):
-        live = np.isfinite(scores)
-        if not live.any():
-            continue
-        beams, scores = beams[live], scores[live]
-        weight = np.exp(scores - scores.max())
-        weight /= weight.sum()  # (N,)
-        flat = beams.reshape(-1)
-        mass_of = np.repeat(weight, beams.shape[1])
-        ok = flat >= 0
-        flat, mass_of = flat[ok], mass_of[ok]
-        uniq, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-        mass = np.bincount(inverse, weights=mass_of, minlength=len(uniq))  # (U,)
-        top = beams[0][beams[0] >= 0]
-        in_top = np.isin(uniq, top)
-        lead = [int(x) for x in dict.fromkeys(top.tolist())]  # the session, in its own order
-        rest = np.flatnonzero(~in_top)
-        rest = rest[np.lexsort((first[rest], -mass[rest]))]  # by mass, then first occurrence
-        ranked = np.concatenate([np.asarray(lead, dtype=np.int64), uniq[rest]])[:k]
-        out[row, : len(ranked)] = ranked
-    return out
-
-
 class GenerativeRecommender:
     """``recommend(history (B, n), k) -> (B, k)`` by trie-constrained beam search over a OneRec model."""
 
-    def __init__(self, model: Any, beam_size: int, m: int = 1, trie: Any = None, ranking: str = "beam") -> None:
+    def __init__(self, model: Any, beam_size: int, m: int = 1, trie: Any = None) -> None:
         from onerec.tokenizer.trie import CodeTrie
 
-        if ranking not in ("beam", "marginal"):
-            raise ValueError(f"ranking must be 'beam' or 'marginal', got {ranking!r}")
-        self.ranking = ranking
         self.model = model.eval()
         self.beam_size = beam_size
         self.m = m
@@ -95,8 +60,6 @@ class GenerativeRecommender:
         beams = generate_sessions(self.model, self.trie, hist, self.m, self.beam_size)
         items = beams.items.masked_fill(~torch.isfinite(beams.logp)[..., None], -1).numpy()  # (B, N, m)
         self.generated.append(items)
-        if self.ranking == "marginal":
-            return marginal_ranking(items, beams.logp.numpy(), k)
         return union_of_beams(items, k)
 
     def health(self) -> dict[str, Any]:
