@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_train import TOKENIZERS, build, synthetic  # noqa: E402
+from bench_train import TOKENIZERS, build, count_step_flops, synthetic  # noqa: E402
 
 from onerec import dist as D  # noqa: E402
 from onerec.batching import collate  # noqa: E402
@@ -75,7 +75,7 @@ def bench_train(name: str, info: D.DistInfo, steps: int, peak: float, batch: int
     micro = micro or tcfg.micro_batch_size or batch
     c = model.config
     table = synthetic(batch * steps, model.n_items, c.max_history, c.max_session_items)
-    flops = step_flops(model.to(info.device), table, micro) * (batch // micro)
+    flops = count_step_flops(model.to(info.device), table, micro) * (batch // micro)
     model = build(name)
     cfg = TrainConfig(batch_size=batch, micro_batch_size=micro, max_steps=steps, warmup_steps=1, epochs=1,
                       save_every=10**9, log_every=1, progress=False, tensorboard=False, precision="bf16")
@@ -101,18 +101,6 @@ def bench_train(name: str, info: D.DistInfo, steps: int, peak: float, batch: int
             "step_tflops": flops / 1e12, "model_tflops_per_s": flops / step_s / 1e12, "mfu_bf16": flops / step_s / peak,
             "collate_s_per_step": collate_s,
             "peak_mem_gib": torch.cuda.max_memory_allocated(info.device) / 2**30 if info.device.type == "cuda" else None}
-
-
-def step_flops(model, table, micro: int) -> float:
-    """Matmul FLOPs of one forward + backward of ``micro`` samples on the model's device (FlopCounterMode)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    device = next(model.parameters()).device
-    b = collate(table, np.arange(micro), model.config.max_history, model.config.max_session_items)
-    b = {k: v.to(device) for k, v in b.items()}
-    with FlopCounterMode(display=False) as counter:
-        model(**b).loss.backward()
-    return float(counter.get_total_flops())
 
 
 def bench_generation(name: str, device: torch.device, beams: list[int], requests: int, m: int) -> dict:

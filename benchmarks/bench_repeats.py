@@ -70,10 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     biases = args.copy_gate_bias + [0.0] * (len(args.run) - len(args.copy_gate_bias))
     for run, bias in zip(args.run, biases):
         model, _ = load_run(run)
+        model.set_copy_gate_bias(bias)
         if bias:
-            if model.copy_gate is None:
-                raise OnerecError(f"--copy-gate-bias {bias} for {run}, which has no copy head")
-            model.copy_gate_bias = bias
             run = f"{run} (copy_gate_bias {bias})"
         models[str(run)] = GenerativeRecommender(model, args.beam, 1 if model.config.max_session_items == 1 else args.m)
     for path in args.baseline:

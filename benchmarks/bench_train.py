@@ -116,10 +116,13 @@ def train_steps(name: str, info: D.DistInfo, strategy: str, steps: int, batch: i
 
 
 def count_step_flops(model: OneRec, table: SampleTable, batch: int) -> float:
-    """Matmul FLOPs of one forward + backward on ``batch`` samples (FlopCounterMode, exact for mm/bmm/sdpa)."""
+    """Matmul FLOPs of one forward + backward on ``batch`` samples on the model's device (FlopCounterMode, exact
+    for mm/bmm/sdpa)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    device = next(model.parameters()).device
     b = collate(table, np.arange(batch), model.config.max_history, model.config.max_session_items)
+    b = {k: v.to(device) for k, v in b.items()}
     with FlopCounterMode(display=False) as counter:
         model(**b).loss.backward()
     model.zero_grad(set_to_none=True)

@@ -178,10 +178,7 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
     torch.set_num_threads(cfg.threads)
     run = Path(run)
     model, info = load_run(run)
-    if cfg.copy_gate_bias:
-        if model.copy_gate is None:
-            raise OnerecError(f"eval.copy_gate_bias={cfg.copy_gate_bias} but {run} has no copy head")
-        model.copy_gate_bias = cfg.copy_gate_bias
+    model.set_copy_gate_bias(cfg.copy_gate_bias)
     data_dir = Path(data or info.get("data") or "")
     if not (data_dir / "samples.parquet").is_file():
         raise OnerecError(f"{run / 'run.json'}: data directory {data_dir} has no samples.parquet (pass --data)")

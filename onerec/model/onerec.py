@@ -27,7 +27,7 @@ Design choices
   without learning to spell its codes from the encoder state. Training, ``sequence_logp`` and beam search
   share :meth:`OneRec.level_logp`, so beam scores still equal ``sequence_logp``; ``level_logits`` of the
   output then hold these log-probs (log-softmax leaves them unchanged). ``copy_gate_bias`` (an attribute, 0
-  after training and loading; ``eval.copy_gate_bias`` sets it) is added to the gate's log-odds at inference:
+  after training and loading; ``eval.copy_gate_bias`` sets it through ``set_copy_gate_bias``) is added to the gate's log-odds at inference:
   > 0 copies less, < 0 more — a knob chosen on validation, not a trained parameter.
 - Sessions are padded on the right with -1; padded items are neither targets nor (causally) context of
   real ones. NTP loss = mean over real code tokens; ``loss = ntp + aux_loss_coef * aux`` with ``aux`` the
@@ -188,6 +188,12 @@ class OneRec(nn.Module):
             self.copy_gate = nn.Linear(c, 1)
         self.copy_gate_bias = 0.0  # inference-time shift of the gate's log-odds (module doc)
         self._init_weights()
+
+    def set_copy_gate_bias(self, bias: float) -> None:
+        """Set the inference-time gate bias (module doc); a non-zero bias needs the copy head."""
+        if bias and self.copy_gate is None:
+            raise OnerecError(f"copy_gate_bias={bias}, but the model has no copy head")
+        self.copy_gate_bias = float(bias)
 
     def _make_ffn(self) -> nn.Module:
         cfg = self.config

@@ -144,10 +144,7 @@ def load_snapshot(run_dir: str | Path, copy_gate_bias: float = 0.0) -> Snapshot:
     except Exception as err:  # a broken file must not take the server down
         raise OnerecError(f"cannot load checkpoint in {run_dir}: {type(err).__name__}: {err}") from None
     model.eval()
-    if copy_gate_bias:
-        if getattr(model, "copy_gate", None) is None:
-            raise OnerecError(f"serve.copy_gate_bias={copy_gate_bias} but {run_dir} has no copy head")
-        model.copy_gate_bias = copy_gate_bias
+    model.set_copy_gate_bias(copy_gate_bias)
     codes = model.item_codes.detach().cpu().numpy().astype(np.int64)  # (I, D)
     from onerec.tokenizer.trie import CodeTrie
 
