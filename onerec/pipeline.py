@@ -134,9 +134,9 @@ def build_stages(pcfg: PipelineConfig, config_path: Path, overrides: list[str]) 
               lambda r: [["tokenize", "--emb", str(r / "emb"), "--data", str(r / "data"), "--out", str(r / "tok"), *cfg,
                           *(["--report"] if pcfg.tokenizer_report else [])]],
               lambda r: f"collision rate {_fmt(_first(r / 'tok' / 'tokenizer_metrics.json', 'collision_rate'))}"),
-        Stage("train", "model", ("model", "train"), ("tokenize",),
-              lambda r: [["train", "--data", str(r / "data"), "--tokenizer", str(r / "tok"), "--out", str(r / "model"),
-                          *model_args]],
+        Stage("train", "model", ("model", "train"), ("embed", "tokenize"),
+              lambda r: [["train", "--data", str(r / "data"), "--tokenizer", str(r / "tok"), "--emb", str(r / "emb"),
+                          "--out", str(r / "model"), *model_args]],
               lambda r: f"best val NTP loss {_fmt(_first(r / 'model' / 'run.json', 'best_val_ntp_loss'))}"),
         Stage("baselines", "baselines", ("eval", "sasrec"), ("data",),
               lambda r: [["baseline", b, "--data", str(r / "data"), "--out", str(r / "baselines" / b), *cfg]

@@ -18,6 +18,9 @@ def test_pipeline_writes_every_section(tiny_pipeline_run: Path) -> None:
     assert {"onerec", "popularity"} <= set(quality["models"]), quality["models"].keys()
     onerec = quality["models"]["onerec"]
     assert onerec["valid_item_rate"] == 1.0 and onerec["duplicate_rate"] == 0.0, onerec
+    run = json.loads((tiny_pipeline_run / "model" / "run.json").read_text())  # the encoder sees each item's embedding
+    emb_dim = json.loads((tiny_pipeline_run / "emb" / "embed.json").read_text())["config"]["dim"]
+    assert run["emb"] and run["model_config"]["item_emb_dim"] == emb_dim > 0, (run["emb"], run["model_config"])
     rounds = json.loads((tiny_pipeline_run / "align" / "metrics.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [0, 1], rounds
     for key in ("rm_reward_mean", "rm_reward_max", "judge_reward", "recall@10"):
