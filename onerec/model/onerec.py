@@ -27,8 +27,9 @@ Design choices
   without learning to spell its codes from the encoder state. Training, ``sequence_logp`` and beam search
   share :meth:`OneRec.level_logp`, so beam scores still equal ``sequence_logp``; ``level_logits`` of the
   output then hold these log-probs (log-softmax leaves them unchanged). ``copy_gate_bias`` (an attribute, 0
-  after training and loading; ``eval.copy_gate_bias`` sets it through ``set_copy_gate_bias``) is added to the gate's log-odds at inference:
-  > 0 copies less, < 0 more — a knob chosen on validation, not a trained parameter.
+  after training and loading; ``eval.copy_gate_bias`` / ``serve.copy_gate_bias`` set it through
+  ``set_copy_gate_bias``) is added to the gate's log-odds at inference: > 0 copies less, < 0 more — a knob
+  chosen on validation, not a trained parameter.
 - Sessions are padded on the right with -1; padded items are neither targets nor (causally) context of
   real ones. NTP loss = mean over real code tokens; ``loss = ntp + aux_loss_coef * aux`` with ``aux`` the
   mean Switch load-balancing loss of the MoE layers (0 for the dense ablation).
