@@ -24,5 +24,7 @@ def train(
     from onerec.dist import env_rank_world
 
     if env_rank_world()[0] == 0:
-        typer.echo(f"{out}: {info['steps']} steps, best val NTP loss {info.get('best_val_ntp_loss')} "
-                   f"at step {info.get('best_step')}")
+        chosen = [k for k in info if k.startswith("best_val_") and k != "best_val_ntp_loss"]
+        kept = f"best val {chosen[0][9:]} {info[chosen[0]]:.4f}, " if chosen else "best "
+        typer.echo(f"{out}: {info['steps']} steps, {kept}val NTP loss {info.get('best_val_ntp_loss')} "
+                   f"(kept weights of step {info.get('best_step')})")

@@ -166,3 +166,15 @@ def test_failed_state_write_keeps_previous_state(fx: dict[str, Path], monkeypatc
         ckpt.save_state(run, weights, optim, rng, {**meta, "step": 99})
     assert _fingerprint(run / ckpt.STATE_DIR) == before, "the previous state changed"
     assert not [p for p in run.iterdir() if p.name.startswith(".")], "a temporary directory was left behind"
+
+
+def test_cli_names_the_selection_metric(fx: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """With select_metric = recall@5 the closing line reports the kept step's validation recall@5, not only its loss."""
+    import json
+
+    out = fx["root"] / "by_recall_cli"
+    assert _cli_train(fx, out, "--set", 'train.select_metric="recall@5"') == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    info = json.loads((out / "run.json").read_text())
+    assert f"best val recall@5 {info['best_val_recall@5']:.4f}" in line, line
+    assert f"kept weights of step {info['best_step']}" in line, line
