@@ -48,9 +48,9 @@ def popularity_groups(train_sequences: list, n_items: int) -> np.ndarray:
     """(n_items,) group per item: 0 head, 1 torso, 2 tail — each a third of the training positives, most frequent first."""
     counts = np.bincount(np.concatenate([np.asarray(s, dtype=np.int64) for s in train_sequences]), minlength=n_items)
     order = np.argsort(-counts, kind="stable")
-    share = np.cumsum(counts[order]) / max(int(counts.sum()), 1)
+    before = (np.cumsum(counts[order]) - counts[order]) / max(int(counts.sum()), 1)  # share of the more frequent items
     groups = np.empty(n_items, dtype=np.int64)
-    groups[order] = np.minimum((share * 3 - 1e-9).astype(np.int64).clip(0), 2)
+    groups[order] = np.minimum(np.floor(before * 3).astype(np.int64), 2)
     return groups
 
 

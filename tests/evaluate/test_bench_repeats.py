@@ -28,6 +28,13 @@ def test_popularity_groups_split_positives_in_thirds() -> None:
     assert (groups == 0).sum() < (groups == 1).sum() < (groups == 2).sum()  # skewed: the head is a few items
 
 
+def test_one_dominant_item_is_the_head() -> None:
+    """An item holding more than a third of the positives alone is the head, never pushed into the torso."""
+    seqs = [np.array([0] * 60 + [1] * 20 + [2] * 10 + [3] * 10)]
+    groups = bench.popularity_groups(seqs, 5)
+    assert groups.tolist() == [0, 1, 2, 2, 2]  # item 0 holds 60 %; item 1 starts at 60 % (torso), the rest past 2/3
+
+
 def test_group_hits_counts_slots_and_hits() -> None:
     """Slots count every listed item by its group; hits count each positive found in the top k once."""
     groups = np.array([0, 0, 1, 2, 2])
