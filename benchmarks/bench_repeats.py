@@ -46,8 +46,10 @@ def repeat_hits(lists: np.ndarray, history: np.ndarray, positives: list, k: int)
 
 def popularity_groups(train_sequences: list, n_items: int) -> np.ndarray:
     """(n_items,) group per item: 0 head, 1 torso, 2 tail — each a third of the training positives, most frequent first."""
-    counts = np.bincount(np.concatenate([np.asarray(s, dtype=np.int64) for s in train_sequences]), minlength=n_items)
-    order = np.argsort(-counts, kind="stable")
+    from onerec.evaluate.baselines.popularity import Popularity
+
+    pop = Popularity.fit(train_sequences, n_items)  # training counts and their order (ties: lower id first)
+    counts, order = pop.counts, pop.order
     before = (np.cumsum(counts[order]) - counts[order]) / max(int(counts.sum()), 1)  # share of the more frequent items
     groups = np.empty(n_items, dtype=np.int64)
     groups[order] = np.minimum(np.floor(before * 3).astype(np.int64), 2)
