@@ -1,5 +1,5 @@
 """Popularity drift of what policies recommend: do aligned policies move toward items whose engagement fades
-after the training days? (Diagnostic for alignment on real logs, README "Alignment on real KuaiRand-Pure".)
+after the training days? (Diagnostic for alignment on real logs, docs/results/alignment.md, "Real KuaiRand-Pure".)
 
     .venv/bin/python benchmarks/bench_align_drift.py --data runs/kr_full/data \
         --policy M_0=runs/kr_full/model --policy M_2=runs/bench_align/kt_lr3e5_a/seed0/round_2

@@ -11,7 +11,7 @@ Design choices
   encoder (every item's, or the first batch's as TIGER does: ``init="batch"``); there is no dead-code
   reset, so unused codes stay unused -- this is the method as published, and the collapse it produces
   is the point of comparison (the literature's hourglass is at the middle levels; on our real data it
-  is at level 0, see the README).
+  is at level 0, see docs/results/tokenizer.md).
 - Defaults (two hidden layers of 256, Adam lr 1e-3) train stably on CPU; TIGER's published recipe is
   ``hidden_dims=[512, 256, 128]``, ``optimizer="adagrad"``, ``lr=0.4``, ``init="batch"``.
 - Everything is seeded: weights and batch order from a ``torch.Generator``; CPU training in float32.
