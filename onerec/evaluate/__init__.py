@@ -28,6 +28,7 @@ class EvalConfig:
     bootstrap: int = 1000  # resamples for metrics.json's 95 % intervals and paired differences (0 = none)
     bootstrap_seed: int = 0
     copy_gate_bias: float = 0.0  # models with the copy head: added to its gate's log-odds (> 0 copies less)
+    spread_beams: bool = False  # session beams with distinct first items (generate_sessions(spread=True))
 
     def __post_init__(self) -> None:
         for name in ("m", "beam_size", "batch_size", "threads"):

@@ -38,12 +38,13 @@ def union_of_beams(items: np.ndarray, k: int) -> np.ndarray:
 class GenerativeRecommender:
     """``recommend(history (B, n), k) -> (B, k)`` by trie-constrained beam search over a OneRec model."""
 
-    def __init__(self, model: Any, beam_size: int, m: int = 1, trie: Any = None) -> None:
+    def __init__(self, model: Any, beam_size: int, m: int = 1, trie: Any = None, spread: bool = False) -> None:
         from onerec.tokenizer.trie import CodeTrie
 
         self.model = model.eval()
         self.beam_size = beam_size
         self.m = m
+        self.spread = spread
         self.trie = trie if trie is not None else CodeTrie.from_codes(model.item_codes.cpu().numpy())
         self.generated: list[np.ndarray] = []  # each (B, N, m) with unfilled beams removed (set to -1)
 
@@ -57,7 +58,7 @@ class GenerativeRecommender:
             items = items.masked_fill(~torch.isfinite(logp), -1).numpy()
             self.generated.append(items[:, None, :])  # (B, 1, k): the ranked list, checked for repeats like a session
             return items.astype(np.int64)
-        beams = generate_sessions(self.model, self.trie, hist, self.m, self.beam_size)
+        beams = generate_sessions(self.model, self.trie, hist, self.m, self.beam_size, spread=self.spread)
         items = beams.items.masked_fill(~torch.isfinite(beams.logp)[..., None], -1).numpy()  # (B, N, m)
         self.generated.append(items)
         return union_of_beams(items, k)

@@ -154,18 +154,22 @@ def generate_sessions(
     history_ts: torch.Tensor | None = None,
     mode: DecodeMode | str = DecodeMode.CACHED,
     counts: TrieCounts | None = None,
+    spread: bool = False,
 ) -> SessionBeams:
     """Beam search for sessions of ``n_items`` distinct items per request.
 
     history (B, n) item ids padded with -1; exclude (B, e) items that must not appear (-1 = padding);
-    ``counts`` may be passed to reuse the trie bookkeeping across calls. Returns SessionBeams (B, N, m)."""
+    ``counts`` may be passed to reuse the trie bookkeeping across calls. Returns SessionBeams (B, N, m), best first.
+    ``spread``: the N beams keep N distinct first items (the N best first items; each beam then extends only
+    itself, token by token, with its own best continuation), instead of the joint search whose beams tend to
+    share most of their items."""
     was_training = model.training
     if any(module.training for module in model.modules()):  # eval() sets every module: only when needed
         model.eval()
     try:
         with torch.inference_mode():  # cheaper than no_grad: no version counters or view tracking
             beams = _beam_search(model, trie, history, n_items, beam_size, exclude, history_ts, DecodeMode(mode),
-                                 counts)
+                                 counts, spread)
         # clone outside inference mode: callers may feed the sessions to a model with autograd on (DPO)
         return SessionBeams(items=beams.items.clone(), logp=beams.logp.clone())
     finally:
@@ -175,7 +179,7 @@ def generate_sessions(
 
 def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beams: int,
                  exclude: torch.Tensor | None, history_ts: torch.Tensor | None, mode: DecodeMode,
-                 counts: TrieCounts | None) -> SessionBeams:
+                 counts: TrieCounts | None, spread: bool = False) -> SessionBeams:
     device = model.item_codes.device
     history = history.to(device)
     b, d, v = history.shape[0], model.depth, max(model.level_sizes)
@@ -221,7 +225,11 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
             else:
                 allowed = children >= 0
             scores = torch.where(allowed, step_logp, float("-inf")).add_(logp.reshape(bn, 1))  # (BN, V)
-            logp, flat = scores.view(b, n_beams * v).topk(n_beams, dim=1)  # (B, N) sorted best first
+            if spread and i > 0:  # each beam keeps its own best token: the first items stay distinct
+                logp, tok = scores.view(b, n_beams, v).max(dim=2)  # (B, N)
+                flat = torch.arange(n_beams, device=device) * v + tok
+            else:
+                logp, flat = scores.view(b, n_beams * v).topk(n_beams, dim=1)  # (B, N) sorted best first
             parent = (row_base + flat // v).reshape(bn)  # (BN,) rows of the parents
             token = (flat % v).reshape(bn)  # (BN,) level-local token
             alive = torch.isfinite(logp).reshape(bn)
@@ -241,6 +249,9 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
                 hidden = scorer.feed(new[:, None])
     items[:, m - 1] = torch.where(alive, trie.item_at(node).to(device), torch.full_like(node, -1))
     items = items.view(b, n_beams, m)
+    if spread and m > 1:  # beams extended in place: sort them best first again
+        logp, order = logp.sort(dim=1, descending=True)
+        items = items.gather(1, order[..., None].expand(-1, -1, m))
     items = items.masked_fill(~torch.isfinite(logp)[..., None], -1)
     return SessionBeams(items=items, logp=logp)
 

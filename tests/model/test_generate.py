@@ -170,3 +170,20 @@ def test_trie_with_narrower_vocabulary_gives_the_same_beams():
     wide = generate_sessions(model, CodeTrie.from_codes(codes, [5, 4, 3]), history, 2, 6)
     narrow = generate_sessions(model, CodeTrie.from_codes(codes), history, 2, 6)
     assert torch.equal(wide.items, narrow.items), f"{wide.items.tolist()} != {narrow.items.tolist()}"
+
+
+@pytest.mark.parametrize("copy_head", [False, True])
+def test_spread_beams_hold_the_top_n_first_items(copy_head):
+    """spread=True: valid, distinct, sorted beams whose first items are exactly the top-N first items of
+    next-item search (one beam each), and each beam's score is the sequence_logp of the session it holds."""
+    ids, trie = catalogue(n_items=30, seed=6)
+    model = tiny_model(ids, seed=6, copy_head=copy_head)
+    history = random_history(2, 5, 30, seed=6)
+    n, m = 6, 3
+    beams = generate_sessions(model, trie, history, n_items=m, beam_size=n, spread=True)
+    _check_beams(beams, 30, None, "spread")
+    first, _ = generate_next_items(model, trie, history, k=n, beam_size=30)
+    for r in range(2):
+        assert sorted(beams.items[r, :, 0].tolist()) == sorted(first[r].tolist()), "first items != top-N next items"
+    rescored = model.sequence_logp(history.repeat_interleave(n, 0), beams.items.reshape(-1, m)).view(2, n)
+    torch.testing.assert_close(beams.logp, rescored.detach(), msg="spread beam scores != sequence_logp")
