@@ -29,6 +29,9 @@ class EvalConfig:
     bootstrap_seed: int = 0
     copy_gate_bias: float = 0.0  # models with the copy head: added to its gate's log-odds (> 0 copies less)
     spread_beams: bool = False  # session beams with distinct first items (generate_sessions(spread=True))
+    # next-session Recall@K list after the top beam: "beam" = the union of the next beams in beam order (EVAL.md §2),
+    # "marginal" = the same union ranked by each item's share of the beams' probability mass
+    union_order: Literal["beam", "marginal"] = "beam"
 
     def __post_init__(self) -> None:
         for name in ("m", "beam_size", "batch_size", "threads"):

@@ -6,6 +6,9 @@ Design choices
 - Next session (EVAL.md §2): ``generate_sessions`` writes N beams of m items. The ranked list is the top
   beam, then each following beam's items not seen yet (beam order, then position order), so the first m
   entries are exactly the top beam ``G`` and the first K are the union of the top beams.
+  ``order="marginal"`` (``eval.union_order``) keeps ``G`` first and ranks the rest of the union by each item's
+  share of the beams' probability mass, ``sum over beams containing it of softmax(beam log-probs)``, instead of
+  beam order: an item that many likely beams share ranks above one that only a single beam holds.
 - Every generated beam is kept (``generated``) for the health metrics of EVAL.md §4; beams that the search
   could not fill (log-prob -inf: fewer candidates than beams) are left out of them. In next-item mode the
   k-item ranked list plays the session's part (``duplicate_rate`` = share of lists repeating an item).
@@ -23,28 +26,57 @@ import torch
 from onerec.evaluate import metrics
 
 
-def union_of_beams(items: np.ndarray, k: int) -> np.ndarray:
-    """Beams (B, N, m) -> (B, k): distinct valid items in beam order, then position order; -1 when short."""
+def union_of_beams(items: np.ndarray, k: int, logp: np.ndarray | None = None) -> np.ndarray:
+    """Beams (B, N, m) -> (B, k): distinct valid items in beam order, then position order; -1 when short.
+
+    With ``logp`` (B, N), the beams' log-probabilities: the top beam's items first (position order), then the
+    other items of the union by their beam-probability mass (ties: beam order)."""
     out = np.full((items.shape[0], k), -1, dtype=np.int64)
     for row, beams in enumerate(items):
         flat = beams.reshape(-1)
-        flat = flat[flat >= 0]
+        keep = flat >= 0
+        flat = flat[keep]
         _, first = np.unique(flat, return_index=True)
-        ranked = flat[np.sort(first)][:k]
+        ranked = flat[np.sort(first)]
+        if logp is not None and len(ranked):
+            mass = _item_mass(beams, logp[row], keep, flat)
+            n_top = len(np.unique(beams[0][beams[0] >= 0]))  # ranked starts with the top beam's items
+            rest = ranked[n_top:]  # beam order; a stable sort by mass keeps it for ties
+            order = np.argsort(-np.array([mass[i] for i in rest.tolist()]), kind="stable")
+            ranked = np.concatenate([ranked[:n_top], rest[order]])
+        ranked = ranked[:k]
         out[row, : len(ranked)] = ranked
     return out
+
+
+def _item_mass(beams: np.ndarray, logp: np.ndarray, keep: np.ndarray, flat: np.ndarray) -> dict[int, float]:
+    """Item -> sum of the softmax over finite beam log-probs of the beams holding it."""
+    finite = np.isfinite(logp)
+    weight = np.zeros_like(logp, dtype=np.float64)
+    if finite.any():
+        shifted = np.exp(logp[finite] - logp[finite].max())
+        weight[finite] = shifted / shifted.sum()
+    beam_of = np.repeat(np.arange(beams.shape[0]), beams.shape[1])[keep]
+    mass: dict[int, float] = {}
+    for item, beam in zip(flat.tolist(), beam_of.tolist()):
+        mass[item] = mass.get(item, 0.0) + float(weight[beam])  # an item twice in one beam cannot happen
+    return mass
 
 
 class GenerativeRecommender:
     """``recommend(history (B, n), k) -> (B, k)`` by trie-constrained beam search over a OneRec model."""
 
-    def __init__(self, model: Any, beam_size: int, m: int = 1, trie: Any = None, spread: bool = False) -> None:
+    def __init__(self, model: Any, beam_size: int, m: int = 1, trie: Any = None, spread: bool = False,
+                 order: str = "beam") -> None:
         from onerec.tokenizer.trie import CodeTrie
 
         self.model = model.eval()
         self.beam_size = beam_size
         self.m = m
         self.spread = spread
+        if order not in ("beam", "marginal"):
+            raise ValueError(f"order must be 'beam' or 'marginal', got {order!r}")
+        self.order = order
         self.trie = trie if trie is not None else CodeTrie.from_codes(model.item_codes.cpu().numpy())
         self.generated: list[np.ndarray] = []  # each (B, N, m) with unfilled beams removed (set to -1)
 
@@ -61,7 +93,8 @@ class GenerativeRecommender:
         beams = generate_sessions(self.model, self.trie, hist, self.m, self.beam_size, spread=self.spread)
         items = beams.items.masked_fill(~torch.isfinite(beams.logp)[..., None], -1).numpy()  # (B, N, m)
         self.generated.append(items)
-        return union_of_beams(items, k)
+        logp = beams.logp.numpy() if self.order == "marginal" else None
+        return union_of_beams(items, k, logp)
 
     def health(self) -> dict[str, Any]:
         """EVAL.md §4 over everything generated so far: validity, duplicates, coverage (top beams), code entropy."""
