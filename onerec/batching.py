@@ -143,3 +143,28 @@ def seed_samples(samples: pl.DataFrame, sessions: pl.DataFrame | None, split: st
         good = sessions.filter(pl.col("high_quality"))["session"]
         rows = rows.filter((pl.col("session") == -1) | pl.col("session").is_in(good.implode()))
     return rows.filter(pl.col("target").list.len() > 0).sort("sample")
+
+
+def history_sessions(rows: pl.DataFrame, chunk: int) -> pl.DataFrame:
+    """Extra training rows from each user's *earliest* training history (``rows``: one split's samples with
+    ``user``, ``ts_ms``, ``sample``, ``history``, ``history_ts``): its items cut into consecutive chunks of
+    ``chunk`` items, oldest first, from the second item on; each chunk is a session target and the items before
+    it its history. On KuaiRand the earliest history is the prior two weeks of positives, which the sequential
+    baselines train on and the session samples only ever show as history. Sample ids continue after the
+    largest in ``rows``; the rows come back with the columns ``sample, history, history_ts, target``."""
+    if chunk < 1:
+        raise OnerecError(f"history chunk must be >= 1, got {chunk}")
+    first = rows.sort("ts_ms", "sample").group_by("user", maintain_order=True).first().sort("user")
+    hist, hts, tgt, out_ts = [], [], [], []
+    for h, t in zip(first["history"].to_list(), first["history_ts"].to_list()):
+        for j in range(1, len(h), chunk):
+            hist.append(h[:j])
+            hts.append(t[:j])
+            tgt.append(h[j:j + chunk])
+    start = int(rows["sample"].max() or 0) + 1 if len(rows) else 0
+    return pl.DataFrame({
+        "sample": np.arange(start, start + len(tgt), dtype=np.int64),
+        "history": pl.Series(hist, dtype=rows.schema["history"]),
+        "history_ts": pl.Series(hts, dtype=rows.schema["history_ts"]),
+        "target": pl.Series(tgt, dtype=rows.schema["history"]),
+    })

@@ -79,6 +79,9 @@ class TrainConfig:
     # what a session sample teaches: every item the request showed, in order (the paper), or only the items the
     # user engaged positively (data's target_positive), in order; sessions without any are dropped
     session_items: Literal["all", "positive"] = "all"
+    # > 0: also train on each user's earliest training history cut into sessions of this many items (its prior
+    # positives, e.g. KuaiRand's two weeks before the log, become targets as they are for SASRec); 0 = off
+    history_sessions: int = 0
     tensorboard: bool = True  # scalars in RUN/tb (rank 0)
 
     def __post_init__(self) -> None:
@@ -86,7 +89,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("micro_batch_size", "max_steps", "warmup_steps", "eval_every", "val_samples", "patience",
-                     "save_every", "threads", "grad_clip", "weight_decay"):
+                     "save_every", "threads", "grad_clip", "weight_decay", "history_sessions"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -353,21 +356,23 @@ def fit(
 
 # ----------------------------------------------------------------------------- command
 def _read_split_tables(data: Path, max_item: int, rule: str = "high_quality", item_wise: bool = False,
-                       log=print, session_items: str = "all") -> tuple[SampleTable, SampleTable | None]:
+                       log=print, session_items: str = "all",
+                       history_chunk: int = 0) -> tuple[SampleTable, SampleTable | None]:
     """The seed model's train/valid samples of a data directory (docs/ARCHITECTURE.md §1). ``item_wise``
     (a model with ``max_session_items = 1``): every target item of a training session becomes its own sample
     (validation keeps whole sessions: the ranking check scores the session's item set). ``session_items =
     "positive"``: targets keep only their positively engaged items (train and valid, so a ranking-based
-    model selection scores what the next-session test scores)."""
+    model selection scores what the next-session test scores). ``history_chunk > 0``: plus the training
+    sessions cut from each user's earliest training history (``batching.history_sessions``)."""
     import polars as pl
 
     from onerec.batching import item_wise as explode_targets
-    from onerec.batching import positive_targets, seed_samples
+    from onerec.batching import history_sessions, positive_targets, seed_samples
 
     path = data / "samples.parquet"
     if not path.is_file():
         raise OnerecError(f"missing file: {path}")
-    cols = ["sample", "session", "split", "history", "history_ts", "target"]
+    cols = ["sample", "session", "split", "history", "history_ts", "target"] + (["user", "ts_ms"] if history_chunk else [])
     positives = session_items == "positive" and "target_positive" in pl.read_parquet_schema(path)
     samples = pl.read_parquet(path, columns=cols + (["target_positive"] if positives else []))
     if positives:
@@ -379,6 +384,11 @@ def _read_split_tables(data: Path, max_item: int, rule: str = "high_quality", it
     if (data / "sessions.parquet").is_file():
         sessions = pl.read_parquet(data / "sessions.parquet", columns=["session", "high_quality"])
     train_rows = seed_samples(samples, sessions, "train", rule)
+    if history_chunk:
+        extra = history_sessions(samples.filter(pl.col("split") == "train"), history_chunk)
+        log(f"train.history_sessions = {history_chunk}: {len(extra):,} sessions ({int(extra['target'].list.len().sum()):,} "
+            f"items) cut from the users' earliest training histories, added to {len(train_rows):,}")
+        train_rows = pl.concat([train_rows.select(extra.columns), extra])
     if item_wise and int(train_rows["target"].list.len().max() or 0) > 1:
         before = len(train_rows)
         train_rows = explode_targets(train_rows)
@@ -442,7 +452,7 @@ def prepare_run(data: Path, tokenizer: Path, config: Path | None, out: Path, emb
     train, valid = _read_split_tables(data, semantic_ids.n_items - 1, cfg.seed_sessions,
                                       item_wise=model_cfg.max_session_items == 1,
                                       log=lambda msg: print(msg, file=sys.stderr) if D.is_main() else None,
-                                      session_items=cfg.session_items)
+                                      session_items=cfg.session_items, history_chunk=cfg.history_sessions)
     item_embeddings = None
     if emb is not None:
         item_embeddings = _read_embeddings(Path(emb))

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import torch
 
-from onerec.batching import SampleTable, collate, seed_samples
+from onerec.batching import SampleTable, collate, history_sessions, seed_samples
 from onerec.io import OnerecError
 
 
@@ -77,3 +77,29 @@ def test_positive_targets_keep_engaged_items_in_order() -> None:
     out = positive_targets(rows)
     assert out["target"].to_list() == [[7, 9], [], [3, 4], [1]] and "target_positive" not in out.columns
     assert seed_samples(out, None, "train", "all")["sample"].to_list() == [0, 2], "a session with no positive trains nothing"
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_history_sessions_cut_only_the_earliest_history_into_ordered_sessions(chunk) -> None:
+    """Per user, only the earliest sample's history is cut: the targets concatenated give back that history
+    from its second item on, each target follows its own history in the original order, no target is longer
+    than the chunk, and the new sample ids continue after the largest one."""
+    rows = pl.DataFrame({
+        "sample": [0, 1, 2, 3],
+        "user": [0, 0, 1, 2],
+        "ts_ms": [50, 10, 20, 30],  # user 0's earliest sample is sample 1 (ts 10), not sample 0
+        "history": [[1, 2, 3, 4, 5, 6, 9], [1, 2, 3, 4, 5, 6], [7], []],
+        "history_ts": [[1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6], [9], []],
+        "target": [[8], [9], [2], [3]],
+    }, schema_overrides={"history": pl.List(pl.Int32), "target": pl.List(pl.Int32)})
+    extra = history_sessions(rows, chunk)
+    assert extra["sample"].to_list() == list(range(4, 4 + len(extra))), "ids must continue after the largest"
+    got = [t for ts in extra["target"].to_list() for t in ts]
+    assert got == [2, 3, 4, 5, 6], f"targets {got}: only user 0's earliest history, second item on, in order"
+    for h, hts, t in zip(*(extra[c].to_list() for c in ("history", "history_ts", "target"))):
+        assert 1 <= len(t) <= chunk and len(h) >= 1, f"history {h} target {t}"
+        assert h + t == [1, 2, 3, 4, 5, 6][: len(h) + len(t)], f"target {t} does not follow history {h}"
+        assert hts == h, "history timestamps are sliced with the history"
+    assert len(extra) == -(-5 // chunk), f"{len(extra)} sessions for 5 items in chunks of {chunk}"
+    with pytest.raises(OnerecError, match="chunk"):
+        history_sessions(rows, 0)

@@ -236,3 +236,24 @@ def test_split_tables_keep_positive_session_items_and_split_them_for_item_wise_m
     assert any("single-item targets" in s for s in said) and any("3 of 7 target items" in s for s in said), said
     train, _ = _read_split_tables(tmp_path, 20, "all", log=said.append)
     assert train.target.values.tolist() == [7, 8, 9, 10, 11], "session_items = all keeps every shown item"
+
+
+def test_split_tables_add_history_sessions_to_train_only(tmp_path) -> None:
+    """train.history_sessions = 2: the earliest training history per user becomes extra training sessions of
+    at most 2 items after the logged ones; validation is untouched; an item-wise model splits them too."""
+    import polars as pl
+
+    from onerec.train import _read_split_tables
+
+    pl.DataFrame({
+        "sample": [0, 1, 2], "session": [5, 6, 7], "split": ["train", "train", "valid"], "user": [0, 0, 0],
+        "ts_ms": [10, 20, 30], "history": [[1, 2, 3, 4], [1, 2, 3, 4, 7], [1, 2, 3, 4, 7, 8]],
+        "history_ts": [[1, 2, 3, 4], [1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]], "target": [[7], [8], [9]],
+    }, schema_overrides={"history": pl.List(pl.Int32), "target": pl.List(pl.Int32)}).write_parquet(
+        tmp_path / "samples.parquet")
+    train, valid = _read_split_tables(tmp_path, 20, "all", log=lambda _: None, history_chunk=2)
+    assert train.target.values.tolist() == [7, 8, 2, 3, 4], f"targets {train.target.values.tolist()}"
+    assert train.target.lengths().tolist() == [1, 1, 2, 1] and len(set(train.sample.tolist())) == 4
+    assert valid.target.values.tolist() == [9] and len(valid) == 1, "validation must not grow"
+    train, _ = _read_split_tables(tmp_path, 20, "all", item_wise=True, log=lambda _: None, history_chunk=2)
+    assert train.target.lengths().tolist() == [1] * 5
