@@ -71,7 +71,7 @@ def m0_cache(run: Path, cfg) -> Path:
 
     key = {"model": sha(run / "model" / "model.safetensors"),
            "rm": sorted((p.name, sha(p)) for p in (run / "rm").glob("*.safetensors")),
-           **{k: getattr(cfg, k) for k in ("eval_users", "eval_beams", "eval_split", "session_len")},
+           **{k: getattr(cfg, k) for k in ("eval_users", "eval_beams", "eval_recall_beams", "eval_split", "session_len")},
            "world": (run / "world").is_dir()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return REPO / "runs" / "bench_align" / "m0_cache" / f"{run.name}-{digest}.json"

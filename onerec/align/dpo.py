@@ -78,6 +78,7 @@ class AlignConfig:
     grad_clip: float = 1.0
     eval_users: int = 256
     eval_beams: int = 16
+    eval_recall_beams: int = 0  # beams of the in-loop Recall@10 search (0 = eval_beams); 16 beams of 5 items may hold < 10 items
     eval_split: Literal["valid", "test"] = "test"  # tune on valid, report test
     threads: int = 1  # torch threads (1 is fastest for these small models on a shared 2-core machine)
     seed: int = 0
@@ -102,6 +103,8 @@ class AlignConfig:
             raise ConfigError(f"align.reference must be 'previous' or 'seed', got {self.reference!r}")
         if self.ntp_sessions not in ("seed", "high_quality", "all"):
             raise ConfigError(f"align.ntp_sessions must be 'seed', 'high_quality' or 'all', got {self.ntp_sessions!r}")
+        if self.eval_recall_beams < 0:
+            raise ConfigError(f"align.eval_recall_beams must be >= 0, got {self.eval_recall_beams}")
         if self.eval_split not in ("valid", "test") or self.threads < 1:
             raise ConfigError(f"align.eval_split must be valid or test (got {self.eval_split!r}), align.threads >= 1")
         micro = self.micro_batch_size
@@ -336,7 +339,8 @@ def evaluate_policy(policy: Any, trie: Any, rm: Any, data_dir: Path, cfg: AlignC
     from onerec.evaluate.protocols import NextSessionSet
 
     test = NextSessionSet(test.history[:n], test.positives[:n])
-    rec = GenerativeRecommender(policy, beam_size=cfg.eval_beams, m=cfg.session_len, trie=trie)
+    out["recall_beams"] = cfg.eval_recall_beams or cfg.eval_beams
+    rec = GenerativeRecommender(policy, beam_size=out["recall_beams"], m=cfg.session_len, trie=trie)
     quality = evaluate_next_session(rec, test, m=cfg.session_len, ks=(10,), batch_size=32)
     out.update({k: float(v) for k, v in quality.items()})
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -184,6 +186,13 @@ def test_evaluation_uses_the_configured_split(tiny_pipeline_run: Path) -> None:
                    .filter(pl.col("split") == "valid")["user"].n_unique())
     assert result["split"] == "valid" and 0 < result["users"] <= min(8, valid_users), result
     assert "recall@10" in result and "rm_reward_max" in result, sorted(result)
+    assert result["recall_beams"] == 4, "eval_recall_beams = 0 searches Recall@10 with eval_beams"
+    wide = evaluate_policy(policy, trie, rm, tiny_pipeline_run / "data",
+                           dataclasses.replace(cfg, eval_recall_beams=8))
+    assert wide["recall_beams"] == 8 and wide["rm_reward_max"] == result["rm_reward_max"], \
+        "eval_recall_beams widens only the Recall search, not the N sessions the RM towers average over"
+    with pytest.raises(ConfigError, match="eval_recall_beams"):
+        AlignConfig(eval_recall_beams=-1)
 
 
 def test_ntp_term_uses_the_seed_models_session_rule(tiny_pipeline_run: Path, tmp_path: Path) -> None:
