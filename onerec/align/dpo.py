@@ -384,6 +384,16 @@ def _quiet(_: str) -> None:
     pass
 
 
+def _check_item_sets(n_policy: int, n_rm: int, max_item: int, seed_run: Path, rm_dir: Path, data_dir: Path) -> None:
+    """Policy, reward model and data must share one item set; refused before anything is written."""
+    if n_rm != n_policy:
+        raise OnerecError(f"reward model {rm_dir} scores {n_rm} items but the policy {seed_run} has {n_policy}: "
+                          "they come from different item sets")
+    if max_item >= n_policy:
+        raise OnerecError(f"{data_dir}: samples reference item {max_item}, but the policy {seed_run} has {n_policy} "
+                          "items: data and policy come from different item sets")
+
+
 def _rounds(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: AlignConfig, world_dir: Path | None,
             shards: Path | None, log: Any, info: D.DistInfo, seed_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """The rounds of :func:`run_alignment`; sampling, evaluation and writing on rank 0 (``D.main_only``)."""
@@ -404,10 +414,11 @@ def _rounds(seed_run: Path, rm_dir: Path, data_dir: Path, out: Path, cfg: AlignC
     ntp_table = SampleTable.from_frame(seed_samples(samples, sessions, "train", ntp_rule(seed_run, cfg)))
     if len(ntp_table) == 0:
         raise OnerecError(f"{data_dir}: no training samples for the NTP term")
-    D.main_only(lambda: out.mkdir(parents=True, exist_ok=True))
     policy_dir = Path(seed_run)
-    table = []
     policy, trie, version, codes_sha = load_policy(policy_dir)
+    _check_item_sets(policy.n_items, rm.n_items, ntp_table.max_item(), seed_run, rm_dir, data_dir)
+    D.main_only(lambda: out.mkdir(parents=True, exist_ok=True))
+    table = []
     anchor: list[Any] = []  # the seed model M_0 for ``reference = "seed"``, loaded on rank 0 when first needed
 
     def evaluate_seed() -> dict[str, Any]:

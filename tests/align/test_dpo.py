@@ -257,3 +257,26 @@ def test_seed_reference_anchors_every_round_to_m0(tiny_pipeline_run: Path, tmp_p
     assert np.abs(other["ref_chosen_logp"].to_numpy() - stored["seed"]["ref_chosen_logp"].to_numpy()).max() > 1e-3
     with pytest.raises(ConfigError, match="reference"):
         AlignConfig(reference="initial")  # type: ignore[arg-type]
+
+
+def test_reward_model_of_another_item_set_is_refused_before_writing(tiny_pipeline_run: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An RM whose catalogue size differs from the policy's is a clear error and leaves no output directory."""
+    from onerec.align.dpo import run_alignment
+    from onerec.io import OnerecError
+    from onerec.reward.model import RewardModel
+
+    load = RewardModel.load
+
+    def other_items(path):  # the same RM, but claiming one more item than the policy has
+        rm = load(path)
+        rm.n_items += 1
+        return rm
+
+    monkeypatch.setattr(RewardModel, "load", staticmethod(other_items))
+    run, out = tiny_pipeline_run, tmp_path / "align"
+    with pytest.raises(OnerecError, match="different item sets"):
+        run_alignment(run / "model", run / "rm", run / "data", out, AlignConfig(rounds=1, n_beams=4, session_len=3,
+                      steps=1, batch_size=8, pair_batch_size=4, eval_users=4, eval_beams=4, progress=False),
+                      log=lambda _: None)
+    assert not out.exists(), "nothing may be written for refused inputs"
