@@ -155,7 +155,7 @@ def history_sessions(rows: pl.DataFrame, chunk: int) -> pl.DataFrame:
     if chunk < 1:
         raise OnerecError(f"history chunk must be >= 1, got {chunk}")
     first = rows.sort("ts_ms", "sample").group_by("user", maintain_order=True).first().sort("user")
-    hist, hts, tgt, out_ts = [], [], [], []
+    hist, hts, tgt = [], [], []
     for h, t in zip(first["history"].to_list(), first["history_ts"].to_list()):
         for j in range(1, len(h), chunk):
             hist.append(h[:j])

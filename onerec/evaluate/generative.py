@@ -39,28 +39,30 @@ def union_of_beams(items: np.ndarray, k: int, logp: np.ndarray | None = None) ->
         _, first = np.unique(flat, return_index=True)
         ranked = flat[np.sort(first)]
         if logp is not None and len(ranked):
-            mass = _item_mass(beams, logp[row], keep, flat)
+            items_u, mass = _item_mass(beams, logp[row], keep, flat)
             n_top = len(np.unique(beams[0][beams[0] >= 0]))  # ranked starts with the top beam's items
             rest = ranked[n_top:]  # beam order; a stable sort by mass keeps it for ties
-            order = np.argsort(-np.array([mass[i] for i in rest.tolist()]), kind="stable")
+            order = np.argsort(-mass[np.searchsorted(items_u, rest)], kind="stable")
             ranked = np.concatenate([ranked[:n_top], rest[order]])
         ranked = ranked[:k]
         out[row, : len(ranked)] = ranked
     return out
 
 
-def _item_mass(beams: np.ndarray, logp: np.ndarray, keep: np.ndarray, flat: np.ndarray) -> dict[int, float]:
-    """Item -> sum of the softmax over finite beam log-probs of the beams holding it."""
+def _item_mass(beams: np.ndarray, logp: np.ndarray, keep: np.ndarray,
+               flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct items, their mass): per item the sum of the softmax over finite beam log-probs of the
+    beams holding it (an item appears at most once per beam)."""
     finite = np.isfinite(logp)
     weight = np.zeros_like(logp, dtype=np.float64)
     if finite.any():
         shifted = np.exp(logp[finite] - logp[finite].max())
         weight[finite] = shifted / shifted.sum()
     beam_of = np.repeat(np.arange(beams.shape[0]), beams.shape[1])[keep]
-    mass: dict[int, float] = {}
-    for item, beam in zip(flat.tolist(), beam_of.tolist()):
-        mass[item] = mass.get(item, 0.0) + float(weight[beam])  # an item twice in one beam cannot happen
-    return mass
+    items, inverse = np.unique(flat, return_inverse=True)
+    mass = np.zeros(len(items))
+    np.add.at(mass, inverse, weight[beam_of])
+    return items, mass
 
 
 class GenerativeRecommender:
