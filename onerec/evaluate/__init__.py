@@ -32,6 +32,9 @@ class EvalConfig:
     # next-session Recall@K list after the top beam: "beam" = the union of the next beams in beam order (EVAL.md §2),
     # "marginal" = the same union ranked by each item's share of the beams' probability mass
     union_order: Literal["beam", "marginal"] = "beam"
+    # a session model scored like an item-wise one: its first-item distribution ranked by beam search, the first m
+    # items the session. A diagnostic of how the ranked list is formed, not EVAL.md §2's scoring of a session model
+    next_item_lists: bool = False
 
     def __post_init__(self) -> None:
         for name in ("m", "beam_size", "batch_size", "threads"):

@@ -192,7 +192,7 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
     # an item-wise model (max_session_items = 1, TIGER-style) answers a next-session request like the baselines:
     # its ranked next items, the first m of them the session (EVAL.md §2)
     item_wise = int(model.config.max_session_items) == 1
-    m = 1 if evset.protocol == "loo" or item_wise else cfg.m
+    m = 1 if evset.protocol == "loo" or item_wise or cfg.next_item_lists else cfg.m
     if cfg.beam_size < max(cfg.ks(evset.protocol)) and evset.protocol == "loo":
         raise OnerecError(f"eval.beam_size={cfg.beam_size} < K={max(cfg.ks('loo'))}: beam search cannot return K items")
     samples = evset.valid if cfg.split == "valid" else evset.test
@@ -200,7 +200,8 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
         "protocol": evset.protocol, "split": cfg.split, "data": str(data_dir.resolve()),
         "n_samples": len(samples.history), "max_history": evset.max_history,
         "m": m, "beam_size": cfg.beam_size, "fingerprint": compare.fingerprint(samples),
-        "generation": "item-wise" if item_wise else ("next-item" if m == 1 else "session"),
+        "generation": ("item-wise" if item_wise else "next-item lists (diagnostic)" if cfg.next_item_lists
+                       and evset.protocol == "session" else "next-item" if m == 1 else "session"),
         "eval_config": to_dict(cfg), "models": {},
     }
     per_sample: dict[str, dict[str, np.ndarray]] = {name: {} for name in ("onerec", "popularity")}

@@ -154,3 +154,18 @@ def test_item_wise_model_trains_on_every_session_item_and_answers_with_its_ranke
     assert result["generation"] == "item-wise" and result["m"] == 1, result["generation"]
     onerec = result["models"]["onerec"]
     assert onerec["n_sessions"] == 8 and onerec["duplicate_rate"] == 0.0 and onerec["valid_item_rate"] == 1.0
+
+
+def test_next_item_lists_score_a_session_model_like_an_item_wise_one(trained: dict[str, Path]) -> None:
+    """eval.next_item_lists: the session model's ranked first items are its list (the first m its session), labelled
+    as a diagnostic; the lists are as healthy as the beams and the baselines' figures do not move."""
+    assert main(["evaluate", "--run", str(trained["run"]), *EVAL]) == 0
+    beams = json.loads((trained["run"] / "metrics.json").read_text())
+    assert main(["evaluate", "--run", str(trained["run"]), *EVAL, "--set", "eval.next_item_lists=true",
+                 "--set", "eval.beam_size=50"]) == 0
+    lists = json.loads((trained["run"] / "metrics.json").read_text())
+    assert beams["generation"] == "session", beams["generation"]
+    assert lists["generation"] == "next-item lists (diagnostic)" and lists["m"] == 1, lists["generation"]
+    onerec = lists["models"]["onerec"]
+    assert onerec["n_sessions"] == 8 and onerec["valid_item_rate"] == 1.0 and onerec["duplicate_rate"] == 0.0
+    assert lists["models"]["popularity"] == pytest.approx(beams["models"]["popularity"]), "baselines must not move"
