@@ -29,6 +29,8 @@ class EvalConfig:
     bootstrap_seed: int = 0
     copy_gate_bias: float = 0.0  # models with the copy head: added to its gate's log-odds (> 0 copies less)
     spread_beams: bool = False  # session beams with distinct first items (generate_sessions(spread=True))
+    # with spread_beams: "joint" puts the joint search's top beam first (the session G), then the spread beams
+    spread_top: Literal["spread", "joint"] = "spread"
     # next-session Recall@K list after the top beam: "beam" = the union of the next beams in beam order (EVAL.md §2),
     # "marginal" = the same union ranked by each item's share of the beams' probability mass
     union_order: Literal["beam", "marginal"] = "beam"

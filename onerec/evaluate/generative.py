@@ -69,13 +69,14 @@ class GenerativeRecommender:
     """``recommend(history (B, n), k) -> (B, k)`` by trie-constrained beam search over a OneRec model."""
 
     def __init__(self, model: Any, beam_size: int, m: int = 1, trie: Any = None, spread: bool = False,
-                 order: str = "beam") -> None:
+                 order: str = "beam", joint_top: bool = False) -> None:
         from onerec.tokenizer.trie import CodeTrie
 
         self.model = model.eval()
         self.beam_size = beam_size
         self.m = m
         self.spread = spread
+        self.joint_top = joint_top and spread  # the joint search's top beam first, then the spread beams
         if order not in ("beam", "marginal"):
             raise ValueError(f"order must be 'beam' or 'marginal', got {order!r}")
         self.order = order
@@ -93,6 +94,10 @@ class GenerativeRecommender:
             self.generated.append(items[:, None, :])  # (B, 1, k): the ranked list, checked for repeats like a session
             return items.astype(np.int64)
         beams = generate_sessions(self.model, self.trie, hist, self.m, self.beam_size, spread=self.spread)
+        if self.joint_top:  # (B, 1 + N, m): the joint search's top beam, then the spread beams (one may repeat it)
+            top = generate_sessions(self.model, self.trie, hist, self.m, self.beam_size)
+            beams = type(beams)(items=torch.cat([top.items[:, :1], beams.items], dim=1),
+                                logp=torch.cat([top.logp[:, :1], beams.logp], dim=1))
         items = beams.items.masked_fill(~torch.isfinite(beams.logp)[..., None], -1).numpy()  # (B, N, m)
         self.generated.append(items)
         logp = beams.logp.numpy() if self.order == "marginal" else None

@@ -206,7 +206,8 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
     }
     per_sample: dict[str, dict[str, np.ndarray]] = {name: {} for name in ("onerec", "popularity")}
     t0 = time.perf_counter()
-    gen = GenerativeRecommender(model, cfg.beam_size, m, spread=cfg.spread_beams, order=cfg.union_order)
+    gen = GenerativeRecommender(model, cfg.beam_size, m, spread=cfg.spread_beams, order=cfg.union_order,
+                                joint_top=cfg.spread_top == "joint")
     result["models"]["onerec"] = (score(gen, evset, cfg.split, cfg, "onerec", per_sample["onerec"]) | gen.health()
                                   | {"eval_seconds": time.perf_counter() - t0})
     log(f"onerec: {result['models']['onerec']}")

@@ -169,3 +169,16 @@ def test_next_item_lists_score_a_session_model_like_an_item_wise_one(trained: di
     onerec = lists["models"]["onerec"]
     assert onerec["n_sessions"] == 8 and onerec["valid_item_rate"] == 1.0 and onerec["duplicate_rate"] == 0.0
     assert lists["models"]["popularity"] == pytest.approx(beams["models"]["popularity"]), "baselines must not move"
+
+
+def test_spread_beams_behind_the_joint_top_beam_keep_the_session(trained: dict[str, Path]) -> None:
+    """eval.spread_top = "joint": the session G is the joint search's top beam, so the session metrics equal the
+    default scoring's, while the spread beams behind it (distinct first items) fill the deeper list."""
+    assert main(["evaluate", "--run", str(trained["run"]), *EVAL]) == 0
+    joint = json.loads((trained["run"] / "metrics.json").read_text())["models"]["onerec"]
+    assert main(["evaluate", "--run", str(trained["run"]), *EVAL, "--set", "eval.spread_beams=true",
+                 "--set", 'eval.spread_top="joint"']) == 0
+    hybrid = json.loads((trained["run"] / "metrics.json").read_text())["models"]["onerec"]
+    for name in ("session_recall@3", "session_ndcg@3", "item_coverage_top_beam"):
+        assert hybrid[name] == pytest.approx(joint[name]), f"{name}: {hybrid[name]} vs {joint[name]}"
+    assert hybrid["valid_item_rate"] == 1.0 and hybrid["duplicate_rate"] == 0.0
