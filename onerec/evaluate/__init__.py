@@ -42,6 +42,8 @@ class EvalConfig:
         for name in ("m", "beam_size", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
+        if self.spread_top == "joint" and not self.spread_beams:
+            raise ConfigError('eval.spread_top = "joint" orders spread beams: it needs eval.spread_beams = true')
         if not math.isfinite(self.copy_gate_bias):
             raise ConfigError(f"eval.copy_gate_bias must be finite, got {self.copy_gate_bias}")
         for name in ("max_history", "max_samples", "bootstrap"):

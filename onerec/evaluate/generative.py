@@ -9,6 +9,8 @@ Design choices
   ``order="marginal"`` (``eval.union_order``) keeps ``G`` first and ranks the rest of the union by each item's
   share of the beams' probability mass, ``sum over beams containing it of softmax(beam log-probs)``, instead of
   beam order: an item that many likely beams share ranks above one that only a single beam holds.
+  ``spread=True`` (``eval.spread_beams``) ranks beams with distinct first items; ``joint_top=True``
+  (``eval.spread_top = "joint"``) puts the joint search's top beam in front of them, so ``G`` stays the joint one.
 - Every generated beam is kept (``generated``) for the health metrics of EVAL.md §4; beams that the search
   could not fill (log-prob -inf: fewer candidates than beams) are left out of them. In next-item mode the
   k-item ranked list plays the session's part (``duplicate_rate`` = share of lists repeating an item).

@@ -182,3 +182,10 @@ def test_spread_beams_behind_the_joint_top_beam_keep_the_session(trained: dict[s
     for name in ("session_recall@3", "session_ndcg@3", "item_coverage_top_beam"):
         assert hybrid[name] == pytest.approx(joint[name]), f"{name}: {hybrid[name]} vs {joint[name]}"
     assert hybrid["valid_item_rate"] == 1.0 and hybrid["duplicate_rate"] == 0.0
+
+
+def test_spread_top_without_spread_beams_is_refused(trained: dict[str, Path], capsys) -> None:
+    """eval.spread_top = "joint" alone would change nothing: a one-line config error, exit 2."""
+    assert main(["evaluate", "--run", str(trained["run"]), *EVAL, "--set", 'eval.spread_top="joint"']) == 2
+    err = capsys.readouterr().err
+    assert "spread_beams" in err and "Traceback" not in err, err
