@@ -184,6 +184,12 @@ def read_toml(path: str | Path | None) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
 
 
+# Every config section a stage reads (one dataclass each); an override naming another section is a typo.
+SECTIONS = frozenset(
+    {"data", "embed", "tokenizer", "model", "train", "eval", "sasrec", "reward", "align", "serve", "simulate", "pipeline"}
+)
+
+
 def load_section(
     cls: type[T],
     section: str,
@@ -199,6 +205,9 @@ def load_section(
     mine = []
     for text in overrides:
         key_path, _ = parse_override(text)
+        if len(key_path) > 1 and key_path[0] not in SECTIONS | {section}:
+            known = ", ".join(sorted(SECTIONS))
+            raise ConfigError(f"override {text.removeprefix('--')!r}: unknown section {key_path[0]!r} (known: {known})")
         if len(key_path) == 1:
             mine.append(f"{section}.{text.removeprefix('--')}")
         elif key_path[0] == section:

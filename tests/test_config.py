@@ -34,9 +34,17 @@ def test_toml_then_overrides(tmp_path: Path) -> None:
     """The TOML file overrides defaults and --set overrides the file."""
     path = tmp_path / "c.toml"
     path.write_text('[stage]\nlr = 0.5\nname = "file"\n[stage.inner]\nwidth = 8\n[other]\nzzz = 1\n')
-    cfg = load_section(Example, "stage", path, ["stage.steps=7", "other.q=2", "stage.inner.width=16"])
+    cfg = load_section(Example, "stage", path, ["stage.steps=7", "model.q=2", "stage.inner.width=16"])
     assert (cfg.lr, cfg.steps, cfg.name, cfg.inner.width) == (0.5, 7, "file", 16)
     assert cfg.dims == [1, 2], "untouched default changed"
+
+
+def test_override_of_unknown_section_is_error(tmp_path: Path) -> None:
+    """A typo in an override's section is refused, not silently ignored as another stage's override."""
+    with pytest.raises(ConfigError, match="unknown section 'modle'"):
+        load_section(Example, "stage", None, ["stage.steps=7", "modle.d_model=64"])
+    # another stage's section is left to that stage
+    assert load_section(Example, "stage", None, ["train.lr=0.1"]).lr == Example().lr
 
 
 def test_unknown_key_is_error() -> None:
