@@ -80,6 +80,7 @@ class ModelConfig:
     item_id_emb: bool = False  # add a learned per-item embedding (I, d_model) to the encoder's history items
     copy_head: bool = False  # pointer-generator over the history items (repeat consumption); see the module doc
     dropout: float = 0.0
+    history_dropout: float = 0.0  # training only: hide each history item from the encoder with this probability
     tie_embeddings: bool = True
     init_std: float = 0.02
     seed: int = 0  # parameter initialisation
@@ -96,8 +97,9 @@ class ModelConfig:
         for name in ("time_buckets", "item_emb_dim", "aux_loss_coef", "balance_bias_rate"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "history_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.init_std <= 0:
             raise ConfigError(f"model.init_std must be > 0, got {self.init_std}")
 
@@ -234,6 +236,8 @@ class OneRec(nn.Module):
         valid = history >= 0  # (B, n)
         rank = valid.flip(1).long().cumsum(1).flip(1) - 1  # (B, n) valid items after this one = recency
         valid = valid & (rank < cfg.max_history)
+        if self.training and cfg.history_dropout > 0:  # augmentation: positions stay, hidden items are masked out
+            valid = valid & (torch.rand(valid.shape, device=valid.device) >= cfg.history_dropout)
         items = history.clamp(min=0)
         tokens = self.item_codes[items] + self.level_offsets  # (B, n, D)
         x = self.token_emb(tokens).sum(dim=2)  # (B, n, C)

@@ -63,6 +63,25 @@ def test_history_beyond_max_history_is_ignored():
     torch.testing.assert_close(a, b, msg="items older than max_history changed the logits")
 
 
+def test_history_dropout_hides_items_in_training_only():
+    """model.history_dropout masks random history items out of the encoder in train mode; eval mode is untouched."""
+    ids, _ = catalogue()
+    history = torch.tensor([[5, 9, 2, 7, 1, 3, 4, 8]] * 64)
+    plain, hiding = tiny_model(ids), tiny_model(ids, history_dropout=0.5)
+    hiding.load_state_dict(plain.state_dict())
+    _, mask = plain.encode(history)
+    _, eval_mask = hiding.encode(history)
+    assert torch.equal(eval_mask, mask), "history dropout acted in eval mode"
+    torch.manual_seed(0)
+    _, train_mask = hiding.train().encode(history)
+    assert train_mask[:, 0].all(), "the user token was hidden"
+    hidden = (mask & ~train_mask).float().mean().item()
+    assert 0.35 < hidden < 0.65, f"{hidden:.2f} of the history hidden at p = 0.5"
+    assert not (train_mask & ~mask).any(), "a padded slot became visible"
+    with pytest.raises(ConfigError, match="model.history_dropout"):
+        tiny_config(history_dropout=1.0)
+
+
 def test_decoder_is_causal_and_padded_items_are_not_targets():
     """Changing or padding later session items changes neither earlier items' logits nor their loss terms."""
     ids, _ = catalogue()
