@@ -39,7 +39,7 @@ def test_toml_then_overrides(tmp_path: Path) -> None:
     assert cfg.dims == [1, 2], "untouched default changed"
 
 
-def test_override_of_unknown_section_is_error(tmp_path: Path) -> None:
+def test_override_of_unknown_section_is_error() -> None:
     """A typo in an override's section is refused, not silently ignored as another stage's override."""
     with pytest.raises(ConfigError, match="unknown section 'modle'"):
         load_section(Example, "stage", None, ["stage.steps=7", "modle.d_model=64"])
