@@ -296,7 +296,7 @@ def fit(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 mine = D.rank_micro_batches(batches[pos["batch"]], micro, info.rank, info.world_size)
-                sums = torch.zeros(4, dtype=torch.float64)  # loss, ntp, aux, code tokens
+                sums = torch.zeros(5, dtype=torch.float64)  # loss, ntp, aux, code tokens, item-head loss
                 routed: list[torch.Tensor] = []
                 for i, (j, idx) in enumerate(mine):
                     batch = _to(collate(train, idx, core_cfg.max_history, core_cfg.max_session_items), info.device)
@@ -305,8 +305,9 @@ def fit(
                         with autocast():
                             out = wrapped(**batch)
                         (out.loss / accum).backward()
-                    sums += torch.tensor([out.loss.item(), out.ntp_loss.item(), out.aux_loss.item(), out.n_tokens],
-                                         dtype=torch.float64)
+                    item_loss = 0.0 if out.item_loss is None else out.item_loss.item()
+                    sums += torch.tensor([out.loss.item(), out.ntp_loss.item(), out.aux_loss.item(), out.n_tokens,
+                                          item_loss], dtype=torch.float64)
                     if loss_free:
                         counts = [s.tokens_per_expert.detach().double().cpu() for s in out.router]
                         routed = counts if not routed else [a + b for a, b in zip(routed, counts)]
@@ -330,7 +331,8 @@ def fit(
                     logger.record({"kind": "train", "step": pos["step"], "epoch": pos["epoch"], "loss": loss,
                                    "ntp_loss": float(totals[1] / n_micro), "aux_loss": float(totals[2] / n_micro),
                                    "lr": lr, "grad_norm": float(_scalar(norm)), "samples_per_s": cfg.batch_size / dt,
-                                   "tokens_per_s": float(totals[3]) / dt})
+                                   "tokens_per_s": float(totals[3]) / dt}
+                                  | ({"item_loss": float(totals[4] / n_micro)} if model.config.item_head else {}))
                 last = pos["step"] == total
                 if pos["step"] % eval_every == 0 or last:
                     stopped_early = validation_point()

@@ -28,6 +28,7 @@ class EvalConfig:
     bootstrap: int = 1000  # resamples for metrics.json's 95 % intervals and paired differences (0 = none)
     bootstrap_seed: int = 0
     copy_gate_bias: float = 0.0  # models with the copy head: added to its gate's log-odds (> 0 copies less)
+    item_head_weight: float | None = None  # models with model.item_head: its weight in beam search (None = model's)
     spread_beams: bool = False  # session beams with distinct first items (generate_sessions(spread=True))
     # with spread_beams: "joint" puts the joint search's top beam first (the session G), then the spread beams
     spread_top: Literal["spread", "joint"] = "spread"
@@ -46,6 +47,9 @@ class EvalConfig:
             raise ConfigError('eval.spread_top = "joint" orders spread beams: it needs eval.spread_beams = true')
         if not math.isfinite(self.copy_gate_bias):
             raise ConfigError(f"eval.copy_gate_bias must be finite, got {self.copy_gate_bias}")
+        if self.item_head_weight is not None and not (math.isfinite(self.item_head_weight)
+                                                      and self.item_head_weight >= 0):
+            raise ConfigError(f"eval.item_head_weight must be finite and >= 0, got {self.item_head_weight}")
         for name in ("max_history", "max_samples", "bootstrap"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"eval.{name} must be >= 0, got {getattr(self, name)}")

@@ -179,6 +179,8 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
     run = Path(run)
     model, info = load_run(run)
     model.set_copy_gate_bias(cfg.copy_gate_bias)
+    if cfg.item_head_weight is not None:
+        model.set_item_head_weight(cfg.item_head_weight)
     data_dir = Path(data or info.get("data") or "")
     if not (data_dir / "samples.parquet").is_file():
         raise OnerecError(f"{run / 'run.json'}: data directory {data_dir} has no samples.parquet (pass --data)")

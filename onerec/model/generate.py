@@ -32,6 +32,14 @@ Design choices
 - The copy head (``model.copy_head``) needs each beam's prefix: the history items whose trie path passes
   through the beam's node are exactly those sharing its written codes, so the pointer reads the same
   candidates as in training and the beam scores stay equal to ``sequence_logp``.
+- The item head (``model.item_head``, weight ``model.item_head_weight`` > 0): the search is over
+  ``gen logp + w * item logp``, the item head's distribution spread over the trie. At each item's BOS the
+  head's item probabilities are summed into every trie node (the subtree's mass M), and the step from node
+  to child adds ``w * (log M(child) - log M(node))``; the sum telescopes to ``w * log p_head(item)`` at the
+  leaf (M(root) = 1), so the dense scores guide the search at every level, not only at the leaf. The mass
+  is computed once per request for the first item (all beams share its BOS state) and per beam after; a
+  subtree's log-mass is floored at ``log(tiny float32)`` relative to the request's top item. Beam scores
+  are then ``sequence_logp + w * sum of item-head log-probs``; with weight 0 (or no head) nothing changes.
 - Deterministic: no sampling; ``topk`` ties resolve the same way on every run.
 """
 
@@ -213,13 +221,21 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
     banned = exclude.repeat_interleave(n_beams, dim=0)  # (BN, e)
     row_base = (torch.arange(b, device=device) * n_beams)[:, None]  # (B, 1)
     hidden = scorer.start()  # (BN, C) at the leading BOS
+    dense_w = model.item_head_weight if model.item_q is not None else 0.0
     for i in range(m):
         all_banned = torch.cat([banned, items[:, :i]], dim=1)  # (BN, e + i)
+        if dense_w:  # item-head log-mass of every trie node: per request for the first item, per beam after
+            source = hidden[::n_beams] if i == 0 else hidden
+            log_mass = _item_log_mass(model, source, counts)  # (R, nodes)
+            mass_row = torch.arange(bn, device=device) // (n_beams if i == 0 else 1)  # (BN,) row of each beam
         for j in range(d):
             step_logp = _step_logp(model, hidden, j, copy, counts, node, b)  # (BN, K_j)
             if step_logp.shape[1] < v:
                 step_logp = F.pad(step_logp, (0, v - step_logp.shape[1]), value=float("-inf"))  # (BN, V)
             children = _fit(trie.children(node).to(device), v, -1)  # (BN, V) child node per token, -1 = none
+            if dense_w:  # + w (log M(child) - log M(node)): telescopes to w * item-head log-prob at the leaf
+                here = log_mass[mass_row, node.clamp(min=0)]  # (BN,)
+                step_logp = step_logp + dense_w * (log_mass[mass_row[:, None], children.clamp(min=0)] - here[:, None])
             if all_banned.shape[1]:  # (implies children >= 0: a missing child holds no item)
                 allowed = _has_unbanned_item(counts, node, children, j, all_banned, model.item_codes)
             else:
@@ -235,6 +251,8 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
             alive = torch.isfinite(logp).reshape(bn)
             node = torch.where(alive, children[parent, token], torch.full_like(node, -1))
             items, all_banned = items[parent], all_banned[parent]
+            if dense_w:
+                mass_row = mass_row[parent]
             scorer.reorder(parent)
             last_step = i == m - 1 and j == d - 1
             if last_step:
@@ -265,6 +283,17 @@ def _step_logp(model: OneRec, hidden: torch.Tensor, level: int, copy: Any, count
     on_node = counts.path[copy.items.clamp(min=0), level][:, None, :] == node.view(b, -1, 1)  # (B, N, S)
     match = on_node & (copy.items >= 0)[:, None, :]
     return model.level_logp(hidden.view(b, -1, hidden.shape[-1]), level, copy, match).flatten(0, 1)
+
+
+def _item_log_mass(model: OneRec, hidden: torch.Tensor, counts: TrieCounts) -> torch.Tensor:
+    """(R, C) BOS states -> (R, nodes) log of the item head's probability mass under each trie node (floored)."""
+    logp = model.item_logp(hidden)  # (R, I)
+    top = logp.max(dim=1, keepdim=True).values
+    prob = (logp - top).exp()
+    mass = prob.new_zeros(prob.shape[0], counts.node_count.shape[0])
+    for column in counts.path.T:  # root, level-1 nodes, ..., leaves: each item adds its mass along its path
+        mass.index_add_(1, column, prob)
+    return mass.clamp_min(torch.finfo(mass.dtype).tiny).log() + top
 
 
 def _fit(table: torch.Tensor, v: int, fill: int) -> torch.Tensor:

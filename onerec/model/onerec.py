@@ -30,6 +30,14 @@ Design choices
   after training and loading; ``eval.copy_gate_bias`` / ``serve.copy_gate_bias`` set it through
   ``set_copy_gate_bias``) is added to the gate's log-odds at inference: > 0 copies less, < 0 more — a knob
   chosen on validation, not a trained parameter.
+- Item head (``item_head``, off by default: not in the paper; the hybrid of generative and dense retrieval of
+  LIGER, Yang et al. 2024): the state at each session item's BOS also scores every item densely,
+  ``item_q(h) . r_i`` with ``r_i`` the item's encoder representation (the sum of its code embeddings plus the
+  item-embedding projection: no per-item parameters, so it is no bigger for a larger catalogue), trained by a
+  full-softmax cross-entropy added to the loss with weight ``item_head_coef``. Beam search then searches
+  ``gen logp + item_head_weight * item logp`` (:mod:`onerec.model.generate`); ``sequence_logp`` stays the
+  generative part. ``item_head_weight`` is an attribute set from the config (``eval.item_head_weight`` overrides
+  it through ``set_item_head_weight``): a knob chosen on validation.
 - Sessions are padded on the right with -1; padded items are neither targets nor (causally) context of
   real ones. NTP loss = mean over real code tokens; ``loss = ntp + aux_loss_coef * aux`` with ``aux`` the
   mean Switch load-balancing loss of the MoE layers (0 for the dense ablation).
@@ -79,6 +87,9 @@ class ModelConfig:
     item_emb_dim: int = 0  # > 0: project a frozen (I, item_emb_dim) item-embedding matrix into the encoder
     item_id_emb: bool = False  # add a learned per-item embedding (I, d_model) to the encoder's history items
     copy_head: bool = False  # pointer-generator over the history items (repeat consumption); see the module doc
+    item_head: bool = False  # dense item scores at each item's BOS state, mixed into beam search; see the module doc
+    item_head_coef: float = 1.0  # weight of the item head's cross-entropy in the training loss
+    item_head_weight: float = 1.0  # inference: beam score = gen logp + item_head_weight * item logp
     dropout: float = 0.0
     history_dropout: float = 0.0  # training only: hide each history item from the encoder with this probability
     tie_embeddings: bool = True
@@ -94,7 +105,8 @@ class ModelConfig:
             raise ConfigError(f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}")
         if self.top_k > self.n_experts:
             raise ConfigError(f"model.top_k={self.top_k} exceeds model.n_experts={self.n_experts}")
-        for name in ("time_buckets", "item_emb_dim", "aux_loss_coef", "balance_bias_rate"):
+        for name in ("time_buckets", "item_emb_dim", "aux_loss_coef", "balance_bias_rate", "item_head_coef",
+                     "item_head_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("dropout", "history_dropout"):
@@ -124,6 +136,8 @@ class OneRecOutput:
     aux_loss: torch.Tensor  # () mean load-balancing loss over MoE layers (0 when dense)
     router: list[RouterStats]  # one per MoE decoder layer
     n_tokens: int  # code tokens in the NTP mean
+    item_loss: torch.Tensor | None = None  # () mean item-head cross-entropy over real items (model.item_head)
+    item_logp: torch.Tensor | None = None  # (B, m, I) item-head log-probs at each session item's BOS state
 
 
 def time_gap_buckets(history_ts: torch.Tensor, valid: torch.Tensor, n_buckets: int) -> torch.Tensor:
@@ -190,6 +204,8 @@ class OneRec(nn.Module):
             self.copy_q, self.copy_k = nn.Linear(c, c, bias=False), nn.Linear(c, c, bias=False)
             self.copy_gate = nn.Linear(c, 1)
         self.copy_gate_bias = 0.0  # inference-time shift of the gate's log-odds (module doc)
+        self.item_q = nn.Linear(c, c, bias=False) if config.item_head else None
+        self.item_head_weight = float(config.item_head_weight) if config.item_head else 0.0
         self._init_weights()
 
     def set_copy_gate_bias(self, bias: float) -> None:
@@ -197,6 +213,14 @@ class OneRec(nn.Module):
         if bias and self.copy_gate is None:
             raise OnerecError(f"copy_gate_bias={bias}, but the model has no copy head")
         self.copy_gate_bias = float(bias)
+
+    def set_item_head_weight(self, weight: float) -> None:
+        """Set the inference weight of the item head in beam search; a non-zero weight needs the item head."""
+        if weight and self.item_q is None:
+            raise OnerecError(f"item_head_weight={weight}, but the model has no item head (model.item_head)")
+        if not weight >= 0:
+            raise OnerecError(f"item_head_weight must be >= 0, got {weight}")
+        self.item_head_weight = float(weight)
 
     def _make_ffn(self) -> nn.Module:
         cfg = self.config
@@ -227,6 +251,21 @@ class OneRec(nn.Module):
             bad = int((items >= self.n_items).sum())
             raise OnerecError(f"{what} holds {bad} item ids >= {self.n_items} (the tokenizer's item count)")
 
+    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., ) item ids (all items when ``None``) -> (..., C): sum of code embeddings + item-embedding
+        projection, the representation the encoder reads (without position) and the item head scores."""
+        items = torch.arange(self.n_items, device=self.item_codes.device) if items is None else items
+        x = self.token_emb(self.item_codes[items] + self.level_offsets).sum(dim=-2)
+        if self.item_proj is not None:
+            x = x + self.item_proj(self.item_embeddings[items])
+        return x
+
+    def item_logp(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (..., C) BOS states -> (..., I) item-head log-probs over every item (needs ``model.item_head``)."""
+        if self.item_q is None:
+            raise OnerecError("the model has no item head (model.item_head = false)")
+        return torch.log_softmax((self.item_q(hidden) @ self.item_vectors().T).float(), dim=-1)
+
     def encode(self, history: torch.Tensor, history_ts: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """history (B, n) item ids padded with -1 -> memory (B, 1 + n, C), memory mask (B, 1 + n) bool."""
@@ -239,10 +278,7 @@ class OneRec(nn.Module):
         if self.training and cfg.history_dropout > 0:  # augmentation: positions stay, hidden items are masked out
             valid = valid & (torch.rand(valid.shape, device=valid.device) >= cfg.history_dropout)
         items = history.clamp(min=0)
-        tokens = self.item_codes[items] + self.level_offsets  # (B, n, D)
-        x = self.token_emb(tokens).sum(dim=2)  # (B, n, C)
-        if self.item_proj is not None:
-            x = x + self.item_proj(self.item_embeddings[items])
+        x = self.item_vectors(items)  # (B, n, C)
         if self.item_id_table is not None:
             x = x + self.item_id_table(items)
         x = x + self.enc_pos(rank.clamp(0, cfg.max_history - 1))
@@ -355,7 +391,13 @@ class OneRec(nn.Module):
         ) / max(n_tokens, 1)
         aux = torch.stack([s.aux_loss for s in stats]).mean() if stats else ntp.new_zeros(())
         loss = ntp + self.config.aux_loss_coef * aux if stats else ntp
-        return OneRecOutput(logits, loss, ntp, aux, stats, n_tokens)
+        item_loss = item_logp = None
+        if self.item_q is not None:
+            item_logp = self.item_logp(hidden[:, :, 0])  # (B, m, I) at each item's BOS
+            picked = item_logp.gather(-1, sessions.clamp(min=0)[..., None])[..., 0]  # (B, m)
+            item_loss = -(picked * item_mask).sum() / item_mask.sum().clamp(min=1)
+            loss = loss + self.config.item_head_coef * item_loss
+        return OneRecOutput(logits, loss, ntp, aux, stats, n_tokens, item_loss, item_logp)
 
     def token_logps(self, out: OneRecOutput, sessions: torch.Tensor) -> torch.Tensor:
         """Log-probs (B, m, D) of the sessions' own code tokens under ``out`` (0 for padded items)."""
@@ -405,8 +447,12 @@ class OneRec(nn.Module):
         ffn = 2 * c * cfg.d_ff if cfg.ffn == "dense" else cfg.top_k * 2 * c * cfg.expert_d_ff + c * cfg.n_experts
         dec = cfg.decoder_layers * (t * (4 * c * c + 2 * c * c + ffn) + s * 2 * c * c)
         head = n_items * c * sum(self.level_sizes)
+        once = 0  # per forward, not per sample
+        if cfg.item_head:  # query projection and full item scores per session item; item vectors once per forward
+            head += n_items * (c * c + self.n_items * c)
+            once = self.n_items * cfg.item_emb_dim * c
         if cfg.copy_head:  # per predicted code: query, gate, scores over the memory; keys once per memory slot
             head += n_items * self.depth * (c * c + c + s * c) + s * c * c
         attn = cfg.encoder_layers * 2 * s * s * c + cfg.decoder_layers * (t * t * c + 2 * t * s * c)
-        return 2.0 * batch * (enc + dec + head + (attn if attention else 0))
+        return 2.0 * batch * (enc + dec + head + (attn if attention else 0)) + 2.0 * once
 

@@ -189,3 +189,23 @@ def test_spread_top_without_spread_beams_is_refused(trained: dict[str, Path], ca
     assert main(["evaluate", "--run", str(trained["run"]), *EVAL, "--set", 'eval.spread_top="joint"']) == 2
     err = capsys.readouterr().err
     assert "spread_beams" in err and "Traceback" not in err, err
+
+
+def test_item_head_run_trains_loads_and_evaluates_healthy(trained: dict[str, Path], capsys) -> None:
+    """A run trained with model.item_head logs its loss, reloads, and scores healthy sessions at any
+    eval.item_head_weight; the weight changes the ranking inputs only. On a model without the head it is refused."""
+    from onerec.train import train_command
+
+    root = trained["root"]
+    overrides = ("train.max_steps=4", "train.eval_every=2", "train.patience=0", "train.tensorboard=false",
+                 "model.item_head=true", "train.log_every=1")
+    train_command(trained["data"], root / "tok", write_config(root / "tiny_ih.toml"), root / "run_ih",
+                  overrides=overrides)
+    rows = [json.loads(line) for line in (root / "run_ih" / "train_log.jsonl").read_text().splitlines()]
+    assert any(row.get("kind") == "train" and row.get("item_loss", 0) > 0 for row in rows), "no item_loss logged"
+    for weight in ("0.0", "2.0"):
+        assert main(["evaluate", "--run", str(root / "run_ih"), *EVAL, "--set", f"eval.item_head_weight={weight}"]) == 0
+        onerec = json.loads((root / "run_ih" / "metrics.json").read_text())["models"]["onerec"]
+        assert onerec["valid_item_rate"] == 1.0 and onerec["duplicate_rate"] == 0.0, f"weight {weight}: {onerec}"
+    code = main(["evaluate", "--run", str(trained["run"]), *EVAL, "--set", "eval.item_head_weight=1.0"])
+    assert code == 2 and "no item head" in capsys.readouterr().err, f"exit code {code}"

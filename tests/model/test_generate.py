@@ -187,3 +187,54 @@ def test_spread_beams_hold_the_top_n_first_items(copy_head):
         assert sorted(beams.items[r, :, 0].tolist()) == sorted(first[r].tolist()), "first items != top-N next items"
     rescored = model.sequence_logp(history.repeat_interleave(n, 0), beams.items.reshape(-1, m)).view(2, n)
     torch.testing.assert_close(beams.logp, rescored.detach(), msg="spread beam scores != sequence_logp")
+
+
+def _hybrid_logp(model, history: torch.Tensor, sessions: torch.Tensor) -> torch.Tensor:
+    """(B,) sequence_logp + item_head_weight * the item head's log-probs of the sessions' items."""
+    out = model(history, sessions)
+    picked = out.item_logp.gather(-1, sessions.clamp(min=0)[..., None])[..., 0] * (sessions >= 0)
+    return (model.token_logps(out, sessions).sum(dim=(1, 2)) + model.item_head_weight * picked.sum(1)).detach()
+
+
+@pytest.mark.parametrize("weight", [0.5, 2.0])
+def test_item_head_beam_scores_are_the_hybrid_score(weight):
+    """With the item head, every beam's score is sequence_logp + w * the head's log-probs of its items (the trie
+    masses telescope), the cached and full searches agree, and beams stay valid, distinct and outside exclude."""
+    ids, trie = catalogue(n_items=50, codebook=4, levels=2, seed=12)
+    model = tiny_model(ids, seed=12, item_head=True, item_head_weight=weight, init_std=0.3)
+    history = random_history(3, 6, 50, seed=12)
+    exclude = torch.tensor([[1, 2, -1], [5, 5, 7], [-1, -1, -1]])
+    beams = generate_sessions(model, trie, history, 3, 6, exclude=exclude)
+    full = generate_sessions(model, trie, history, 3, 6, exclude=exclude, mode=DecodeMode.FULL)
+    assert torch.equal(beams.items, full.items), "cached and full searches differ with the item head"
+    _check_beams(beams, 50, exclude, "item head")
+    n = beams.items.shape[1]
+    expected = _hybrid_logp(model, history.repeat_interleave(n, 0), beams.items.reshape(-1, 3)).view(3, n)
+    torch.testing.assert_close(beams.logp, expected, msg="beam scores != sequence_logp + w * item-head logp")
+    plain = generate_sessions(model, trie, history, 3, 6, exclude=exclude)
+    model.set_item_head_weight(0.0)
+    gen_only = generate_sessions(model, trie, history, 3, 6, exclude=exclude)
+    rescored = model.sequence_logp(history.repeat_interleave(n, 0), gen_only.items.reshape(-1, 3)).view(3, n)
+    torch.testing.assert_close(gen_only.logp, rescored.detach(), msg="weight 0 must be the generative search")
+    assert not torch.equal(plain.logp, gen_only.logp), "the item head's weight changed nothing"
+
+
+def test_item_head_next_items_with_full_beam_is_the_exact_hybrid_top_k():
+    """With beam_size >= catalogue size, next items are the exact top-k by gen logp + w * item-head logp."""
+    ids, trie = catalogue(n_items=12, codebook=3, levels=2, seed=13)
+    model = tiny_model(ids, seed=13, item_head=True, item_head_weight=1.5, init_std=0.3)
+    history = random_history(3, 5, 12, seed=13)
+    items, scores = generate_next_items(model, trie, history, k=5, beam_size=12)
+    every = _hybrid_logp(model, history.repeat_interleave(12, 0), torch.arange(12).repeat(3)[:, None]).view(3, 12)
+    best = every.topk(5, dim=1)
+    assert torch.equal(items, best.indices), f"top-5 {items.tolist()} != exhaustive {best.indices.tolist()}"
+    torch.testing.assert_close(scores, best.values, msg="next-item scores != hybrid score")
+
+
+def test_item_head_weight_needs_the_head():
+    """A non-zero item-head weight on a model without the head, or a negative one, is a clear error."""
+    ids, _ = catalogue(n_items=12, codebook=3, levels=2, seed=14)
+    with pytest.raises(OnerecError, match="no item head"):
+        tiny_model(ids).set_item_head_weight(1.0)
+    with pytest.raises(OnerecError, match=">= 0"):
+        tiny_model(ids, item_head=True).set_item_head_weight(-1.0)

@@ -216,7 +216,7 @@ def test_forward_flops_match_torch_flop_counter():
     ids, _ = catalogue(n_items=60, codebook=8, levels=2)
     emb = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
     history, sessions = random_history(4, 9, 60, seed=8), torch.randint(0, 60, (4, 3))
-    for overrides in ({}, {"ffn": "dense"}, {"copy_head": True}):
+    for overrides in ({}, {"ffn": "dense"}, {"copy_head": True}, {"item_head": True}):
         model = OneRec(tiny_config(item_emb_dim=8, **overrides), ids, item_embeddings=emb)
         counter = FlopCounterMode(display=False)
         with counter:
@@ -296,3 +296,29 @@ def test_copy_head_learns_to_repeat_a_history_item_faster_than_generation_alone(
             opt.step()
         losses[copy_head] = float(loss.detach())
     assert losses[True] < 0.5 * losses[False], f"copy head {losses[True]:.3f} vs plain {losses[False]:.3f}"
+
+
+def test_item_head_loss_is_the_full_softmax_cross_entropy_of_each_session_item():
+    """The item head adds coef * (mean cross-entropy of each real session item under a softmax over every item,
+    scored against the items' code + embedding vectors) to the loss, and adds no per-item parameters."""
+    ids, _ = catalogue(n_items=30, codebook=4, levels=2, seed=15)
+    emb = np.random.default_rng(15).normal(size=(30, 8)).astype(np.float32)
+    plain = OneRec(tiny_config(item_emb_dim=8), ids, item_embeddings=emb)
+    model = OneRec(tiny_config(item_emb_dim=8, item_head=True, item_head_coef=0.7, init_std=0.3), ids,
+                   item_embeddings=emb)
+    c = model.config.d_model
+    assert model.param_counts()["total"] - plain.param_counts()["total"] == c * c, "the head is one C x C matrix"
+    history, sessions = random_history(4, 6, 30, seed=15), torch.tensor([[3, 4, -1], [0, -1, -1], [7, 8, 9], [1, 2, 3]])
+    out = model(history, sessions)
+    memory, mask = model.encode(history)
+    hidden, _ = model.decode(model.decoder_tokens(sessions), model.cross_kv(memory), mask)
+    bos = hidden.view(4, 3, model.depth + 1, c)[:, :, 0]  # (B, m, C)
+    vectors = torch.stack([model.token_emb(model.item_codes[i] + model.level_offsets).sum(0)
+                           + model.item_proj(model.item_embeddings[i]) for i in range(30)])  # (I, C)
+    logits = model.item_q(bos) @ vectors.T
+    real = sessions >= 0
+    expected = torch.nn.functional.cross_entropy(logits[real], sessions[real])
+    torch.testing.assert_close(out.item_loss, expected)
+    torch.testing.assert_close(out.loss, out.ntp_loss + model.config.aux_loss_coef * out.aux_loss + 0.7 * expected)
+    out.loss.backward()
+    assert model.item_q.weight.grad is not None and model.item_q.weight.grad.abs().sum() > 0, "no gradient to the head"
