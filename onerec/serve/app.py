@@ -76,7 +76,7 @@ def create_app(run_dir: str | Path, config: ServeConfig | None = None) -> FastAP
     """Build the app for ``run_dir``; the model loads when the app starts."""
     run_dir = Path(run_dir)
     config = config or ServeConfig()
-    engine = Engine(lambda: load_snapshot(run_dir, config.copy_gate_bias), config)
+    engine = Engine(lambda: load_snapshot(run_dir, config.copy_gate_bias, config.item_head_weight), config)
     metrics = _Metrics()
     batcher = MicroBatcher(engine, config.max_batch_size, config.max_wait_ms,
                            on_batch=lambda n, s: (metrics.batch_size.observe(n), metrics.batch_seconds.observe(s)))

@@ -61,12 +61,17 @@ def test_microbatcher_groups_concurrent_requests(tiny_run: Path) -> None:
     assert max(sizes) > 1, f"no batching happened: {sizes}"
 
 
-def test_copy_gate_bias_is_refused_for_a_model_without_the_copy_head(tiny_run: Path) -> None:
-    """serve.copy_gate_bias on a run without the copy head fails the load with a one-line OnerecError."""
+def test_copy_gate_bias_and_item_head_weight_are_refused_without_their_head(tiny_run: Path) -> None:
+    """serve.copy_gate_bias (item_head_weight) on a run without the copy (item) head fails the load with a one-line
+    OnerecError; non-finite or negative values are config errors."""
     with pytest.raises(OnerecError, match="no copy head"):
         load_snapshot(tiny_run, copy_gate_bias=-1.0)
     with pytest.raises(ConfigError, match="copy_gate_bias"):
         ServeConfig(copy_gate_bias=float("inf"))
+    with pytest.raises(OnerecError, match="no item head"):
+        load_snapshot(tiny_run, item_head_weight=2.0)
+    with pytest.raises(ConfigError, match="item_head_weight"):
+        ServeConfig(item_head_weight=-1.0)
 
 
 def test_broken_checkpoint_is_refused_and_old_model_kept(tiny_run: Path) -> None:
