@@ -48,6 +48,7 @@ Design choices
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -109,6 +110,8 @@ class ModelConfig:
                      "item_head_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        if not math.isfinite(self.item_head_weight):
+            raise ConfigError(f"model.item_head_weight must be finite, got {self.item_head_weight}")
         for name in ("dropout", "history_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")

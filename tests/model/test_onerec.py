@@ -196,6 +196,8 @@ def test_bad_inputs_and_configs_raise_clear_errors():
         ModelConfig(d_model=30, n_heads=4)
     with pytest.raises(ConfigError, match="top_k"):
         ModelConfig(n_experts=2, top_k=3)
+    with pytest.raises(ConfigError, match="item_head_weight must be finite"):
+        ModelConfig(item_head=True, item_head_weight=float("inf"))
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "base"])
