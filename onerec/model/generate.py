@@ -226,7 +226,7 @@ def _beam_search(model: OneRec, trie: Any, history: torch.Tensor, m: int, n_beam
         all_banned = torch.cat([banned, items[:, :i]], dim=1)  # (BN, e + i)
         if dense_w:  # item-head log-mass of every trie node: per request for the first item, per beam after
             source = hidden[::n_beams] if i == 0 else hidden
-            log_mass = _item_log_mass(model, source, counts)  # (R, nodes)
+            log_mass = _item_log_mass(model, source, counts, copy, b)  # (R, nodes)
             mass_row = torch.arange(bn, device=device) // (n_beams if i == 0 else 1)  # (BN,) row of each beam
         for j in range(d):
             step_logp = _step_logp(model, hidden, j, copy, counts, node, b)  # (BN, K_j)
@@ -285,9 +285,10 @@ def _step_logp(model: OneRec, hidden: torch.Tensor, level: int, copy: Any, count
     return model.level_logp(hidden.view(b, -1, hidden.shape[-1]), level, copy, match).flatten(0, 1)
 
 
-def _item_log_mass(model: OneRec, hidden: torch.Tensor, counts: TrieCounts) -> torch.Tensor:
-    """(R, C) BOS states -> (R, nodes) log of the item head's probability mass under each trie node (floored)."""
-    logp = model.item_logp(hidden)  # (R, I)
+def _item_log_mass(model: OneRec, hidden: torch.Tensor, counts: TrieCounts, copy: Any, b: int) -> torch.Tensor:
+    """(R, C) BOS states of b requests (R = b or b * beams) -> (R, nodes) log of the item head's probability mass
+    under each trie node (floored)."""
+    logp = model.item_logp(hidden.view(b, -1, hidden.shape[-1]), copy).flatten(0, 1)  # (R, I)
     top = logp.max(dim=1, keepdim=True).values
     prob = (logp - top).exp()
     mass = prob.new_zeros(prob.shape[0], counts.node_count.shape[0])

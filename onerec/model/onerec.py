@@ -37,7 +37,10 @@ Design choices
   full-softmax cross-entropy added to the loss with weight ``item_head_coef``. Beam search then searches
   ``gen logp + item_head_weight * item logp`` (:mod:`onerec.model.generate`); ``sequence_logp`` stays the
   generative part. ``item_head_weight`` is an attribute set from the config (``eval.item_head_weight`` overrides
-  it through ``set_item_head_weight``): a knob chosen on validation.
+  it through ``set_item_head_weight``): a knob chosen on validation. With ``item_head_copy`` (needs the copy
+  head) the item head is a pointer-generator as well: ``g * dense + (1 - g) * pointer`` with the copy head's gate
+  and pointer at that BOS (the level-0 ones: every history item is a candidate), summed per item, so a dense
+  softmax does not have to relearn repeat consumption and does not outvote the pointer in the hybrid score.
 - Sessions are padded on the right with -1; padded items are neither targets nor (causally) context of
   real ones. NTP loss = mean over real code tokens; ``loss = ntp + aux_loss_coef * aux`` with ``aux`` the
   mean Switch load-balancing loss of the MoE layers (0 for the dense ablation).
@@ -91,6 +94,7 @@ class ModelConfig:
     item_head: bool = False  # dense item scores at each item's BOS state, mixed into beam search; see the module doc
     item_head_coef: float = 1.0  # weight of the item head's cross-entropy in the training loss
     item_head_weight: float = 1.0  # inference: beam score = gen logp + item_head_weight * item logp
+    item_head_copy: bool = False  # with the copy head: the item head is a pointer-generator too (module doc)
     dropout: float = 0.0
     history_dropout: float = 0.0  # training only: hide each history item from the encoder with this probability
     tie_embeddings: bool = True
@@ -112,6 +116,8 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
         if not math.isfinite(self.item_head_weight):
             raise ConfigError(f"model.item_head_weight must be finite, got {self.item_head_weight}")
+        if self.item_head_copy and not (self.item_head and self.copy_head):
+            raise ConfigError("model.item_head_copy needs model.item_head = true and model.copy_head = true")
         for name in ("dropout", "history_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
@@ -263,11 +269,25 @@ class OneRec(nn.Module):
             x = x + self.item_proj(self.item_embeddings[items])
         return x
 
-    def item_logp(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden (..., C) BOS states -> (..., I) item-head log-probs over every item (needs ``model.item_head``)."""
+    def item_logp(self, hidden: torch.Tensor, copy: CopyContext | None = None) -> torch.Tensor:
+        """hidden (..., C) BOS states -> (..., I) item-head log-probs over every item (needs ``model.item_head``).
+        With ``model.item_head_copy`` and the requests' ``copy`` context, hidden is (B, T, C) with B requests
+        and the result the gated mixture with the pointer over each request's history items (module doc)."""
         if self.item_q is None:
             raise OnerecError("the model has no item head (model.item_head = false)")
-        return torch.log_softmax((self.item_q(hidden) @ self.item_vectors().T).float(), dim=-1)
+        dense = torch.log_softmax((self.item_q(hidden) @ self.item_vectors().T).float(), dim=-1)
+        if copy is None or not self.config.item_head_copy:
+            return dense
+        real = copy.items >= 0  # (B, S)
+        scores = (self.copy_q(hidden) @ copy.keys.transpose(1, 2)).float() * hidden.shape[-1] ** -0.5  # (B, T, S)
+        found = real.any(dim=-1)[:, None, None]  # (B, 1, 1)
+        weights = torch.softmax(scores.masked_fill(~real[:, None, :], float("-inf")).masked_fill(~found, 0.0), -1)
+        weights = weights * real[:, None, :]
+        index = copy.items.clamp(min=0)[:, None, :].expand_as(weights)
+        pointer = dense.new_zeros(dense.shape).scatter_add_(-1, index, weights)  # (B, T, I)
+        gate = self.copy_gate(hidden).float() + self.copy_gate_bias  # (B, T, 1)
+        mixed = torch.logaddexp(F.logsigmoid(gate) + dense, F.logsigmoid(-gate) + pointer.clamp_min(1e-30).log())
+        return torch.where(found, mixed, dense)
 
     def encode(self, history: torch.Tensor, history_ts: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -396,7 +416,7 @@ class OneRec(nn.Module):
         loss = ntp + self.config.aux_loss_coef * aux if stats else ntp
         item_loss = item_logp = None
         if self.item_q is not None:
-            item_logp = self.item_logp(hidden[:, :, 0])  # (B, m, I) at each item's BOS
+            item_logp = self.item_logp(hidden[:, :, 0], copy)  # (B, m, I) at each item's BOS
             picked = item_logp.gather(-1, sessions.clamp(min=0)[..., None])[..., 0]  # (B, m)
             item_loss = -(picked * item_mask).sum() / item_mask.sum().clamp(min=1)
             loss = loss + self.config.item_head_coef * item_loss
@@ -456,6 +476,8 @@ class OneRec(nn.Module):
             once = self.n_items * cfg.item_emb_dim * c
         if cfg.copy_head:  # per predicted code: query, gate, scores over the memory; keys once per memory slot
             head += n_items * self.depth * (c * c + c + s * c) + s * c * c
+        if cfg.item_head_copy:  # the item head's own pointer at each item's BOS: query, gate, scores
+            head += n_items * (c * c + c + s * c)
         attn = cfg.encoder_layers * 2 * s * s * c + cfg.decoder_layers * (t * t * c + 2 * t * s * c)
         return 2.0 * batch * (enc + dec + head + (attn if attention else 0)) + 2.0 * once
 

@@ -196,13 +196,16 @@ def _hybrid_logp(model, history: torch.Tensor, sessions: torch.Tensor) -> torch.
     return (model.token_logps(out, sessions).sum(dim=(1, 2)) + model.item_head_weight * picked.sum(1)).detach()
 
 
-@pytest.mark.parametrize("weight", [0.5, 2.0])
-def test_item_head_beam_scores_are_the_hybrid_score(weight):
+@pytest.mark.parametrize("weight,copy", [(0.5, {}), (2.0, {}), (1.0, {"copy_head": True}),
+                                         (1.0, {"copy_head": True, "item_head_copy": True})])
+def test_item_head_beam_scores_are_the_hybrid_score(weight, copy):
     """With the item head, every beam's score is sequence_logp + w * the head's log-probs of its items (the trie
-    masses telescope), the cached and full searches agree, and beams stay valid, distinct and outside exclude."""
+    masses telescope), the cached and full searches agree, and beams stay valid, distinct and outside exclude;
+    also next to the copy head, and with the item head's own pointer (item_head_copy)."""
     ids, trie = catalogue(n_items=50, codebook=4, levels=2, seed=12)
-    model = tiny_model(ids, seed=12, item_head=True, item_head_weight=weight, init_std=0.3)
+    model = tiny_model(ids, seed=12, item_head=True, item_head_weight=weight, init_std=0.3, **copy)
     history = random_history(3, 6, 50, seed=12)
+    history[2] = -1  # a request without history: the pointer has no candidate
     exclude = torch.tensor([[1, 2, -1], [5, 5, 7], [-1, -1, -1]])
     beams = generate_sessions(model, trie, history, 3, 6, exclude=exclude)
     full = generate_sessions(model, trie, history, 3, 6, exclude=exclude, mode=DecodeMode.FULL)
@@ -219,10 +222,11 @@ def test_item_head_beam_scores_are_the_hybrid_score(weight):
     assert not torch.equal(plain.logp, gen_only.logp), "the item head's weight changed nothing"
 
 
-def test_item_head_next_items_with_full_beam_is_the_exact_hybrid_top_k():
+@pytest.mark.parametrize("copy", [{}, {"copy_head": True, "item_head_copy": True}])
+def test_item_head_next_items_with_full_beam_is_the_exact_hybrid_top_k(copy):
     """With beam_size >= catalogue size, next items are the exact top-k by gen logp + w * item-head logp."""
     ids, trie = catalogue(n_items=12, codebook=3, levels=2, seed=13)
-    model = tiny_model(ids, seed=13, item_head=True, item_head_weight=1.5, init_std=0.3)
+    model = tiny_model(ids, seed=13, item_head=True, item_head_weight=1.5, init_std=0.3, **copy)
     history = random_history(3, 5, 12, seed=13)
     items, scores = generate_next_items(model, trie, history, k=5, beam_size=12)
     every = _hybrid_logp(model, history.repeat_interleave(12, 0), torch.arange(12).repeat(3)[:, None]).view(3, 12)

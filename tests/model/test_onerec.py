@@ -198,6 +198,9 @@ def test_bad_inputs_and_configs_raise_clear_errors():
         ModelConfig(n_experts=2, top_k=3)
     with pytest.raises(ConfigError, match="item_head_weight must be finite"):
         ModelConfig(item_head=True, item_head_weight=float("inf"))
+    for partial in ({"item_head": True}, {"copy_head": True}):
+        with pytest.raises(ConfigError, match="item_head_copy needs"):
+            ModelConfig(item_head_copy=True, **partial)
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "base"])
@@ -218,7 +221,8 @@ def test_forward_flops_match_torch_flop_counter():
     ids, _ = catalogue(n_items=60, codebook=8, levels=2)
     emb = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
     history, sessions = random_history(4, 9, 60, seed=8), torch.randint(0, 60, (4, 3))
-    for overrides in ({}, {"ffn": "dense"}, {"copy_head": True}, {"item_head": True}):
+    for overrides in ({}, {"ffn": "dense"}, {"copy_head": True}, {"item_head": True},
+                      {"copy_head": True, "item_head": True, "item_head_copy": True}):
         model = OneRec(tiny_config(item_emb_dim=8, **overrides), ids, item_embeddings=emb)
         counter = FlopCounterMode(display=False)
         with counter:
@@ -324,3 +328,42 @@ def test_item_head_loss_is_the_full_softmax_cross_entropy_of_each_session_item()
     torch.testing.assert_close(out.loss, out.ntp_loss + model.config.aux_loss_coef * out.aux_loss + 0.7 * expected)
     out.loss.backward()
     assert model.item_q.weight.grad is not None and model.item_q.weight.grad.abs().sum() > 0, "no gradient to the head"
+
+
+def test_item_head_copy_is_the_gated_mixture_of_dense_softmax_and_history_pointer():
+    """With item_head_copy, the item head at a BOS is sigmoid(g) * dense softmax + sigmoid(-g) * pointer, the
+    pointer's attention over the history positions summed per item (a repeated item gets both weights), computed
+    here by hand position by position; a request without history gets the dense softmax; probabilities sum to 1;
+    the gate bias moves mass onto the history items."""
+    ids, _ = catalogue(n_items=30, codebook=4, levels=2, seed=16)
+    model = tiny_model(ids, copy_head=True, item_head=True, item_head_copy=True, init_std=0.3, seed=16)
+    history = torch.tensor([[-1, 4, 9, 4, 20], [-1, -1, -1, -1, -1]])
+    sessions = torch.tensor([[4, 11], [2, -1]])
+    out = model(history, sessions)
+    memory, mask = model.encode(history)
+    hidden, _ = model.decode(model.decoder_tokens(sessions), model.cross_kv(memory), mask)
+    bos = hidden.view(2, 2, model.depth + 1, -1)[:, :, 0]  # (B, m, C)
+    dense = torch.log_softmax(model.item_q(bos) @ model.item_vectors().T, dim=-1).exp()
+    keys = model.copy_k(memory)
+    for r in range(2):
+        slots = [s + 1 for s, item in enumerate(history[r].tolist()) if item >= 0]  # memory position 0 = [USER]
+        for t in range(2):
+            h = bos[r, t]
+            if not slots:
+                expected = dense[r, t]
+            else:
+                att = torch.softmax(torch.stack([model.copy_q(h) @ keys[r, s] for s in slots]) / h.shape[0] ** 0.5, 0)
+                pointer = torch.zeros(30)
+                for a, s in zip(att, slots):
+                    pointer[int(history[r, s - 1])] += a
+                g = torch.sigmoid(model.copy_gate(h)[0])
+                expected = g * dense[r, t] + (1 - g) * pointer
+            torch.testing.assert_close(out.item_logp[r, t].exp(), expected, msg=f"request {r}, item {t}")
+            torch.testing.assert_close(out.item_logp[r, t].exp().sum(), torch.tensor(1.0))
+    seen = [4, 9, 20]
+    masses = []
+    for bias in (2.0, 0.0, -2.0):
+        model.set_copy_gate_bias(bias)
+        masses.append(float(model(history, sessions).item_logp[0, 0].detach().exp()[seen].sum()))
+    model.set_copy_gate_bias(0.0)
+    assert masses[0] < masses[1] < masses[2], f"history mass not rising as the bias falls: {masses}"
