@@ -129,6 +129,11 @@ class SessionBlock(nn.Module):
             self.ln1 = nn.LayerNorm(d)
             self.qkv = nn.Linear(d, 3 * d)
             self.proj = nn.Linear(d, d)
+            # the key bias shifts every score of a query alike, so softmax ignores it and its true gradient is 0;
+            # kept at exactly 0 (Adam would otherwise turn float noise in that gradient into lr-sized steps)
+            keep = torch.ones(3 * d)
+            keep[d:2 * d] = 0.0
+            self.register_buffer("qkv_bias_keep", keep, persistent=False)
         self.ln2 = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d), nn.Dropout(dropout))
 
@@ -136,9 +141,10 @@ class SessionBlock(nn.Module):
         """``keys``: what queries and keys are computed from (default ``x``; values always come from ``x``)."""
         N, m, d = x.shape
         if self.attention:
-            q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)  # (N, m, d) each
+            bias = self.qkv.bias * self.qkv_bias_keep
+            q, k, v = F.linear(self.ln1(x), self.qkv.weight, bias).split(d, dim=-1)  # (N, m, d) each
             if keys is not None:
-                q, k, _ = self.qkv(self.ln1(keys)).split(d, dim=-1)
+                q, k, _ = F.linear(self.ln1(keys), self.qkv.weight, bias).split(d, dim=-1)
             q, k, v = (t.view(N, m, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
             attn_mask = mask[:, None, None, :]  # (N, 1, 1, m): attend to real items only
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,

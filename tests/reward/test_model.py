@@ -176,3 +176,25 @@ def test_match_counts_by_hand() -> None:
                     1 for j, b in enumerate(row) if j != i and b >= 0 and idx[b, s] == idx[a, s])
                 assert got[n, i, s] == pytest.approx(np.log1p(want)), (n, i, s)
     assert got[0, 0].min() >= np.log1p(1) - 1e-6, "an item repeated in its session shares every slot with it"
+
+
+@pytest.mark.parametrize("keys", ["target", "item"])
+def test_attention_key_bias_has_no_effect_and_gets_no_gradient(keys: str) -> None:
+    """Softmax ignores a bias shared by every key of a query, so the key third of each qkv bias is held at 0: a
+    non-zero value there changes no score and its gradient is exactly 0 (a 2-rank run can then not drift on it)."""
+    model = random_model(tiny_config(attention_keys=keys))
+    history, sessions = _inputs()
+    blocks = [b for b in model.modules() if getattr(b, "attention", False) and hasattr(b, "qkv")]
+    assert blocks, "the tiny reward model has no attention block"
+    before = model.score(history, sessions)["reward"]
+    with torch.no_grad():
+        for b in blocks:
+            d = b.qkv.bias.shape[0] // 3
+            b.qkv.bias[d:2 * d] = torch.randn(d)
+    torch.testing.assert_close(model.score(history, sessions)["reward"], before)
+    session_logits, item_logits = model(history, sessions)  # eval mode (no dropout), with autograd
+    sum(v.sum() for v in session_logits.values()).backward()
+    for b in blocks:
+        d = b.qkv.bias.shape[0] // 3
+        assert b.qkv.bias.grad is not None and b.qkv.bias.grad[:d].abs().sum() > 0, "no gradient to the query bias"
+        assert torch.equal(b.qkv.bias.grad[d:2 * d], torch.zeros(d)), "the key bias got a gradient"
