@@ -278,16 +278,8 @@ class OneRec(nn.Module):
         dense = torch.log_softmax((self.item_q(hidden) @ self.item_vectors().T).float(), dim=-1)
         if copy is None or not self.config.item_head_copy:
             return dense
-        real = copy.items >= 0  # (B, S)
-        scores = (self.copy_q(hidden) @ copy.keys.transpose(1, 2)).float() * hidden.shape[-1] ** -0.5  # (B, T, S)
-        found = real.any(dim=-1)[:, None, None]  # (B, 1, 1)
-        weights = torch.softmax(scores.masked_fill(~real[:, None, :], float("-inf")).masked_fill(~found, 0.0), -1)
-        weights = weights * real[:, None, :]
-        index = copy.items.clamp(min=0)[:, None, :].expand_as(weights)
-        pointer = dense.new_zeros(dense.shape).scatter_add_(-1, index, weights)  # (B, T, I)
-        gate = self.copy_gate(hidden).float() + self.copy_gate_bias  # (B, T, 1)
-        mixed = torch.logaddexp(F.logsigmoid(gate) + dense, F.logsigmoid(-gate) + pointer.clamp_min(1e-30).log())
-        return torch.where(found, mixed, dense)
+        match = (copy.items >= 0)[:, None, :].expand(-1, hidden.shape[1], -1)  # (B, T, S): every history item
+        return self._mix_pointer(hidden, dense, copy, match, copy.items.clamp(min=0))
 
     def encode(self, history: torch.Tensor, history_ts: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,11 +370,17 @@ class OneRec(nn.Module):
         gen = torch.log_softmax(self.level_logits(hidden, level).float(), dim=-1)
         if copy is None or self.copy_q is None:
             return gen
+        return self._mix_pointer(hidden, gen, copy, match, copy.codes[..., level])
+
+    def _mix_pointer(self, hidden: torch.Tensor, gen: torch.Tensor, copy: CopyContext, match: torch.Tensor,
+                     target: torch.Tensor) -> torch.Tensor:
+        """The copy head's gated mixture: hidden (B, T, C), gen (B, T, K) log-probs, match (B, T, S) the memory
+        positions the pointer may choose, target (B, S) the index in K each position's weight goes to ->
+        (B, T, K) ``log(g * exp(gen) + (1 - g) * pointer)``, or gen where no position matches."""
         scores = (self.copy_q(hidden) @ copy.keys.transpose(1, 2)).float() * hidden.shape[-1] ** -0.5  # (B, T, S)
         found = match.any(dim=-1, keepdim=True)  # (B, T, 1)
         weights = torch.softmax(scores.masked_fill(~match, float("-inf")).masked_fill(~found, 0.0), dim=-1) * match
-        tokens = copy.codes[..., level]  # (B, S) level-local
-        pointer = gen.new_zeros(gen.shape).scatter_add_(-1, tokens[:, None, :].expand_as(weights), weights)
+        pointer = gen.new_zeros(gen.shape).scatter_add_(-1, target[:, None, :].expand_as(weights), weights)
         gate = self.copy_gate(hidden).float() + self.copy_gate_bias  # (B, T, 1): log-odds of generating over copying
         mixed = torch.logaddexp(F.logsigmoid(gate) + gen, F.logsigmoid(-gate) + pointer.clamp_min(1e-30).log())
         return torch.where(found, mixed, gen)
