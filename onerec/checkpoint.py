@@ -3,7 +3,9 @@
 Layout of ``RUN/``
 - ``model.safetensors``: the weights to use (the best validation step so far) — what ``load_run`` reads.
 - ``run.json``: model config, train config, tokenizer path + sha256 of its codes, data path, item count,
-  level sizes, onerec version, and ``weights_sha256`` of ``model.safetensors``.
+  level sizes, onerec version, and ``weights_sha256`` of ``model.safetensors``; after ``onerec tune --apply``
+  also ``decoding`` (validation-chosen ``item_head_weight`` / ``copy_gate_bias``), set by ``load_run`` on every
+  load. Training writes run.json afresh, so new weights drop an old choice: tune again.
 - ``state/``: everything ``--resume`` needs, replaced as one directory (temp dir + rename) so it is either
   the old complete state or the new complete state: ``model.safetensors`` (weights at the last step),
   ``trainer.pt`` (optimizer state keyed by parameter *names*, RNG states; tensors and plain values only,
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -196,7 +199,23 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", weights: str =
     model = build_model(info["model_config"], codes, list(info["level_sizes"]))
     check_compatible(state, model, run / weights)
     model.load_state_dict(state, strict=True)
+    apply_decoding(model, info.get("decoding") or {}, run / RUN_JSON)
     return model.to(device).eval(), info
+
+
+DECODING_KNOBS = ("item_head_weight", "copy_gate_bias")
+
+
+def apply_decoding(model: torch.nn.Module, decoding: dict[str, Any], where: Path) -> None:
+    """Set the validation-chosen decoding knobs ``run.json`` records (``onerec tune --apply``) on a loaded model."""
+    if not isinstance(decoding, dict):
+        raise OnerecError(f"{where}: 'decoding' must be a table of {', '.join(DECODING_KNOBS)}")
+    for knob, value in decoding.items():
+        if knob not in DECODING_KNOBS:
+            raise OnerecError(f"{where}: unknown decoding knob {knob!r} (expected {', '.join(DECODING_KNOBS)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise OnerecError(f"{where}: decoding.{knob} must be a finite number, got {value!r}")
+        (model.set_item_head_weight if knob == "item_head_weight" else model.set_copy_gate_bias)(float(value))
 
 
 def describe(info: dict[str, Any]) -> str:

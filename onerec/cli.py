@@ -81,8 +81,10 @@ def _register() -> None:
     from onerec.evaluate.cli import compare as compare_command
     from onerec.evaluate.cli import evaluate as evaluate_command
     from onerec.evaluate.cli import seeds as seeds_command
+    from onerec.evaluate.cli import tune as tune_command
 
     app.command("evaluate")(evaluate_command)
+    app.command("tune")(tune_command)
     app.command("compare")(compare_command)
     app.command("seeds")(seeds_command)
     app.command("baseline")(baseline_command)

@@ -27,8 +27,11 @@ class EvalConfig:
     progress: bool = True  # tqdm bars on stderr over the scored samples (running Recall@K in the postfix)
     bootstrap: int = 1000  # resamples for metrics.json's 95 % intervals and paired differences (0 = none)
     bootstrap_seed: int = 0
-    copy_gate_bias: float = 0.0  # models with the copy head: added to its gate's log-odds (> 0 copies less)
-    item_head_weight: float | None = None  # models with model.item_head: its weight in beam search (None = model's)
+    # models with the copy head: added to its gate's log-odds (> 0 copies less); None = the run's (run.json
+    # decoding, `onerec tune --apply`; else 0)
+    copy_gate_bias: float | None = None
+    # models with model.item_head: its weight in beam search; None = the run's (run.json decoding, else the model's)
+    item_head_weight: float | None = None
     spread_beams: bool = False  # session beams with distinct first items (generate_sessions(spread=True))
     # with spread_beams: "joint" puts the joint search's top beam first (the session G), then the spread beams
     spread_top: Literal["spread", "joint"] = "spread"
@@ -45,7 +48,7 @@ class EvalConfig:
                 raise ConfigError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
         if self.spread_top == "joint" and not self.spread_beams:
             raise ConfigError('eval.spread_top = "joint" orders spread beams: it needs eval.spread_beams = true')
-        if not math.isfinite(self.copy_gate_bias):
+        if self.copy_gate_bias is not None and not math.isfinite(self.copy_gate_bias):
             raise ConfigError(f"eval.copy_gate_bias must be finite, got {self.copy_gate_bias}")
         if self.item_head_weight is not None and not (math.isfinite(self.item_head_weight)
                                                       and self.item_head_weight >= 0):

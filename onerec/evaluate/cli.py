@@ -35,6 +35,33 @@ def evaluate(
         typer.echo(f"wrote {run / 'metrics.json'} and {run / 'per_sample.parquet'}")
 
 
+def tune(
+    run: Path = typer.Option(..., "--run", help="run directory written by `onerec train`"),
+    knob: str = typer.Option("item_head_weight", "--knob", help="item_head_weight | copy_gate_bias"),
+    grid: str = typer.Option(..., "--grid", help="comma-separated values to score, e.g. 0,1,2,3,5,10"),
+    metric: str = typer.Option("recall@10", "--metric", help="validation metric to maximise"),
+    apply: bool = typer.Option(False, "--apply", help="record the choice in RUN/run.json (evaluate and serve use it)"),
+    data: Path = typer.Option(None, "--data", help="data directory (default: the run's, from run.json)"),
+    config: Path = typer.Option(None, "--config", help="TOML file with an \\[eval] table (its split is ignored)"),
+    set_: list[str] = typer.Option([], "--set", help="override, e.g. eval.max_samples=4096"),
+    as_json: bool = typer.Option(False, "--json", help="print this knob's tuning entry as JSON"),
+) -> None:
+    """Choose a decoding knob on the validation split (never test): score each grid value, write RUN/tuning.json."""
+    from onerec.evaluate.tune import tune as tune_run
+
+    entry = tune_run(run, knob, grid, metric, apply, data, config, list(set_),
+                     log=lambda msg: typer.echo(msg, err=True))
+    if as_json:
+        typer.echo(json.dumps(entry, indent=2, sort_keys=True))
+        return
+    typer.echo(f"{knob} on {entry['n_samples']} validation samples ({metric}):")
+    for row in entry["results"]:
+        mark = "  <- best" if row["value"] == entry["best"] else ""
+        typer.echo(f"  {row['value']:>8g}  {row['metrics'][metric]:.4f}{mark}")
+    typer.echo(f"wrote {run / 'tuning.json'}" + (f"; {knob} = {entry['best']:g} recorded in {run / 'run.json'}"
+                                                  if apply else ""))
+
+
 def compare(
     run_a: Path = typer.Option(..., "--a", help="run evaluated by `onerec evaluate` (the reference)"),
     run_b: Path = typer.Option(..., "--b", help="run evaluated on the same samples (the candidate)"),

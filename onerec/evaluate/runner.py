@@ -178,7 +178,8 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
     torch.set_num_threads(cfg.threads)
     run = Path(run)
     model, info = load_run(run)
-    model.set_copy_gate_bias(cfg.copy_gate_bias)
+    if cfg.copy_gate_bias is not None:
+        model.set_copy_gate_bias(cfg.copy_gate_bias)
     if cfg.item_head_weight is not None:
         model.set_item_head_weight(cfg.item_head_weight)
     data_dir = Path(data or info.get("data") or "")

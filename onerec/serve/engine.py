@@ -53,8 +53,10 @@ class ServeConfig:
     max_body_bytes: int = 262_144
     reload_poll_s: float = 2.0  # how often to look for a new checkpoint in the run directory; 0 = never
     threads: int = 0  # torch intra-op threads for generation; 0 = leave torch's default (all cores)
-    copy_gate_bias: float = 0.0  # models with the copy head: the validation-chosen eval.copy_gate_bias to serve with
-    item_head_weight: float | None = None  # models with the item head: the validation-chosen weight (None = model's)
+    # models with the copy head: the validation-chosen gate bias (None = the run's: run.json decoding, else 0)
+    copy_gate_bias: float | None = None
+    # models with the item head: the validation-chosen weight (None = the run's: run.json decoding, else the model's)
+    item_head_weight: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "default_n_items", "max_n_items", "default_beam_size", "max_beam_size"):
@@ -66,7 +68,7 @@ class ServeConfig:
             raise ConfigError("serve.default_beam_size must lie in 1..serve.max_beam_size")
         if self.max_wait_ms < 0 or self.reload_poll_s < 0 or self.max_history < 0 or self.threads < 0:
             raise ConfigError("serve.max_wait_ms, reload_poll_s, max_history and threads must be >= 0")
-        if not math.isfinite(self.copy_gate_bias):
+        if self.copy_gate_bias is not None and not math.isfinite(self.copy_gate_bias):
             raise ConfigError(f"serve.copy_gate_bias must be finite, got {self.copy_gate_bias}")
         if self.item_head_weight is not None and not (math.isfinite(self.item_head_weight)
                                                       and self.item_head_weight >= 0):
@@ -132,10 +134,12 @@ def _version_of(run_dir: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_snapshot(run_dir: str | Path, copy_gate_bias: float = 0.0, item_head_weight: float | None = None) -> Snapshot:
+def load_snapshot(run_dir: str | Path, copy_gate_bias: float | None = None,
+                  item_head_weight: float | None = None) -> Snapshot:
     """Load a run directory for serving; any problem is an OnerecError (the caller keeps its old model).
     ``copy_gate_bias`` (``serve.copy_gate_bias``) is set on a model with the copy head and refused without one;
-    ``item_head_weight`` (``serve.item_head_weight``, ``None`` = the model's) likewise needs the item head."""
+    ``item_head_weight`` (``serve.item_head_weight``) likewise needs the item head; ``None`` keeps the run's own
+    (``run.json``'s ``decoding`` table from ``onerec tune --apply``, else the model's)."""
     import polars as pl
     import torch
 
@@ -149,7 +153,8 @@ def load_snapshot(run_dir: str | Path, copy_gate_bias: float = 0.0, item_head_we
     except Exception as err:  # a broken file must not take the server down
         raise OnerecError(f"cannot load checkpoint in {run_dir}: {type(err).__name__}: {err}") from None
     model.eval()
-    model.set_copy_gate_bias(copy_gate_bias)
+    if copy_gate_bias is not None:
+        model.set_copy_gate_bias(copy_gate_bias)
     if item_head_weight is not None:
         model.set_item_head_weight(item_head_weight)
     codes = model.item_codes.detach().cpu().numpy().astype(np.int64)  # (I, D)
