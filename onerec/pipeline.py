@@ -46,8 +46,15 @@ class PipelineConfig:
     reward: bool = True  # sources without feedback signals (Amazon) have nothing for the reward towers
     align: bool = True  # needs the reward model
     reward_eval: bool = True
+    # models with the item head: `onerec tune --apply` of model.item_head_weight over these values on the first
+    # tune_samples validation samples before the evaluate stage scores test (empty = the model's own weight; a
+    # choice once applied stays in model/run.json until the train stage reruns)
+    tune_grid: list[float] = dataclasses.field(default_factory=list)
+    tune_samples: int = 4096
 
     def __post_init__(self) -> None:
+        if self.tune_samples < 0:
+            raise ConfigError(f"pipeline.tune_samples must be >= 0, got {self.tune_samples}")
         if self.source != "simulate" and not self.input:
             raise ConfigError(f"pipeline.input is required for source {self.source!r} (the dataset folder)")
         if self.align and not self.reward:
@@ -159,11 +166,17 @@ def build_stages(pcfg: PipelineConfig, config_path: Path, overrides: list[str]) 
                         "--out", str(r / "align"), *(["--world", str(r / "world")] if pcfg.source == "simulate" else []),
                         *cfg]],
             lambda r: _align_summary(r / "align" / "metrics.json")))
+    tune = (lambda r: [["tune", "--run", str(r / "model"), "--grid", ",".join(f"{w:g}" for w in pcfg.tune_grid),
+                        "--apply", *cfg, "--set", f"eval.max_samples={pcfg.tune_samples}"]] if pcfg.tune_grid else [])
     stages.append(Stage(
-        "evaluate", "eval", ("eval",), ("train", "baselines") + (("align",) if pcfg.align else ()),
-        lambda r: [["evaluate", "--run", str(r / "model"), *cfg,
-                    *[a for b in pcfg.baselines if b != "tiger" for a in ("--baseline", str(r / "baselines" / b))]]],
-        lambda r: "metrics in model/metrics.json"))
+        "evaluate", "eval", ("eval",) + (("pipeline",) if pcfg.tune_grid else ()),
+        ("train", "baselines") + (("align",) if pcfg.align else ()),
+        lambda r: tune(r) + [["evaluate", "--run", str(r / "model"), *cfg,
+                              *[a for b in pcfg.baselines if b != "tiger"
+                                for a in ("--baseline", str(r / "baselines" / b))]]],
+        lambda r: "metrics in model/metrics.json" + (f"; item_head_weight "
+                                                     f"{_first(r / 'model' / 'tuning.json', 'item_head_weight', 'best')}"
+                                                     " chosen on validation" if pcfg.tune_grid else "")))
     return stages
 
 

@@ -47,3 +47,21 @@ def test_rerun_skips_and_change_reruns_downstream_only(tiny_pipeline_run: Path, 
     status = run_pipeline(CONFIG, run, ["align.steps=2"], log=lambda _: None)
     ran = {k for k, v in status.items() if v == "ran"}
     assert ran == {"align", "evaluate"}, status
+
+
+def test_tune_grid_tunes_the_item_head_on_validation_before_test(tmp_path: Path) -> None:
+    """With pipeline.tune_grid the evaluate stage first runs `onerec tune --apply` on validation samples (capped at
+    pipeline.tune_samples), then scores test; the grid and the cap are part of its fingerprint."""
+    from onerec.config import load_section
+    from onerec.pipeline import PipelineConfig, build_stages
+
+    config = REPO / "configs" / "amazon_sports.toml"
+    pcfg = load_section(PipelineConfig, "pipeline", config)
+    stage = next(s for s in build_stages(pcfg, config, []) if s.name == "evaluate")
+    tune, evaluate = stage.argv(tmp_path)
+    assert tune[:5] == ["tune", "--run", str(tmp_path / "model"), "--grid", "0,1,2,3,5,10"] and "--apply" in tune
+    assert tune[-2:] == ["--set", "eval.max_samples=4096"] and evaluate[0] == "evaluate"
+    assert "pipeline" in stage.sections
+    plain = load_section(PipelineConfig, "pipeline", REPO / "configs" / "tiny_pipeline.toml")
+    stage = next(s for s in build_stages(plain, config, []) if s.name == "evaluate")
+    assert [cmd[0] for cmd in stage.argv(tmp_path)] == ["evaluate"] and "pipeline" not in stage.sections
