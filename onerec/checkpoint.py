@@ -5,7 +5,7 @@ Layout of ``RUN/``
 - ``run.json``: model config, train config, tokenizer path + sha256 of its codes, data path, item count,
   level sizes, onerec version, and ``weights_sha256`` of ``model.safetensors``; after ``onerec tune --apply``
   also ``decoding`` (validation-chosen ``item_head_weight`` / ``copy_gate_bias``), set by ``load_run`` on every
-  load. Training writes run.json afresh, so new weights drop an old choice: tune again.
+  load. Training writes run.json afresh and DPO rounds drop it, so new weights drop an old choice: tune again.
 - ``state/``: everything ``--resume`` needs, replaced as one directory (temp dir + rename) so it is either
   the old complete state or the new complete state: ``model.safetensors`` (weights at the last step),
   ``trainer.pt`` (optimizer state keyed by parameter *names*, RNG states; tensors and plain values only,

@@ -280,3 +280,16 @@ def test_reward_model_of_another_item_set_is_refused_before_writing(tiny_pipelin
                       steps=1, batch_size=8, pair_batch_size=4, eval_users=4, eval_beams=4, progress=False),
                       log=lambda _: None)
     assert not out.exists(), "nothing may be written for refused inputs"
+
+
+def test_policy_run_does_not_inherit_the_parents_decoding_choice(tiny_pipeline_run: Path, tmp_path: Path) -> None:
+    """A decoding knob the parent run recorded (`onerec tune --apply`) was chosen for the parent's weights: the
+    saved policy's run.json drops it and keeps the rest of the parent's info."""
+    from onerec.align.dpo import save_policy
+
+    parent = json.loads((tiny_pipeline_run / "model" / "run.json").read_text()) | {"decoding": {"copy_gate_bias": 1.0}}
+    policy, _ = ckpt.load_run(tiny_pipeline_run / "model")
+    save_policy(policy, parent, tmp_path / "round_1", 1, AlignConfig())
+    info = json.loads((tmp_path / "round_1" / "run.json").read_text())
+    assert "decoding" not in info and info["n_items"] == parent["n_items"] and info["align_round"] == 1
+    assert ckpt.load_run(tmp_path / "round_1")[0].copy_gate_bias == 0.0
