@@ -25,7 +25,7 @@ def tiny_codes(n_items: int = N_ITEMS, k: int = 4) -> tuple[np.ndarray, list[int
     return codes, [k, k, int(dedup.max()) + 1]
 
 
-def write_run(run: Path, seed: int) -> str:
+def write_run(run: Path, seed: int, **model_options: object) -> str:
     """Write RUN/model.safetensors + run.json + items.parquet for a tiny model; returns the weights sha."""
     from types import SimpleNamespace
 
@@ -35,7 +35,7 @@ def write_run(run: Path, seed: int) -> str:
 
     codes, sizes = tiny_codes()
     cfg = ModelConfig(d_model=32, n_heads=2, encoder_layers=1, decoder_layers=1, d_ff=64, n_experts=4,
-                      top_k=2, expert_d_ff=32, max_history=20, max_session_items=12, seed=seed)
+                      top_k=2, expert_d_ff=32, max_history=20, max_session_items=12, seed=seed, **model_options)
     model = OneRec(cfg, SimpleNamespace(codes=codes, level_sizes=sizes))
     run.mkdir(parents=True, exist_ok=True)
     pl.DataFrame({"item": np.arange(N_ITEMS, dtype=np.int32),

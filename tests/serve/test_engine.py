@@ -85,3 +85,16 @@ def test_broken_checkpoint_is_refused_and_old_model_kept(tiny_run: Path) -> None
     assert len(engine.answer([_query([1, 2])])[0].items) == 5
     write_run(tiny_run, seed=1)
     assert engine.reload() != old, "a new checkpoint must change model_version"
+
+
+def test_served_model_decodes_with_the_runs_tuned_knob_unless_serve_names_it(tmp_path: Path) -> None:
+    """run.json's decoding table (`onerec tune --apply`) is the served weight; serve.item_head_weight overrides it."""
+    import json
+
+    run = tmp_path / "run"
+    write_run(run, seed=0, item_head=True)
+    assert load_snapshot(run).model.item_head_weight == 1.0  # the model's own default
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps(info | {"decoding": {"item_head_weight": 3.0}}))
+    assert load_snapshot(run).model.item_head_weight == 3.0
+    assert load_snapshot(run, item_head_weight=0.5).model.item_head_weight == 0.5
