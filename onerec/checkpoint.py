@@ -215,7 +215,12 @@ def apply_decoding(model: torch.nn.Module, decoding: dict[str, Any], where: Path
             raise OnerecError(f"{where}: unknown decoding knob {knob!r} (expected {', '.join(DECODING_KNOBS)})")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise OnerecError(f"{where}: decoding.{knob} must be a finite number, got {value!r}")
-        (model.set_item_head_weight if knob == "item_head_weight" else model.set_copy_gate_bias)(float(value))
+        set_decoding_knob(model, knob, float(value))
+
+
+def set_decoding_knob(model: torch.nn.Module, knob: str, value: float) -> None:
+    """``model.set_item_head_weight`` / ``set_copy_gate_bias`` by knob name (each refuses a head the model lacks)."""
+    (model.set_item_head_weight if knob == "item_head_weight" else model.set_copy_gate_bias)(value)
 
 
 def describe(info: dict[str, Any]) -> str:

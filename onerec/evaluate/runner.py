@@ -164,6 +164,20 @@ def load_baseline(path: Path) -> tuple[protocols.Recommender, dict]:
 BASELINE_NAMES = {"popularity": "popularity", "sasrec": "sasrec_ce"}
 
 
+def generative_recommender(model: Any, protocol: str, cfg: EvalConfig) -> Any:
+    """The run's model behind the harness's ``recommend`` door, with ``cfg``'s beam settings. An item-wise model
+    (max_session_items = 1, TIGER-style) answers a next-session request like the baselines: its ranked next items,
+    the first m of them the session (EVAL.md §2)."""
+    from onerec.evaluate.generative import GenerativeRecommender
+
+    item_wise = int(model.config.max_session_items) == 1
+    m = 1 if protocol == "loo" or item_wise or cfg.next_item_lists else cfg.m
+    if cfg.beam_size < max(cfg.ks(protocol)) and protocol == "loo":
+        raise OnerecError(f"eval.beam_size={cfg.beam_size} < K={max(cfg.ks('loo'))}: beam search cannot return K items")
+    return GenerativeRecommender(model, cfg.beam_size, m, spread=cfg.spread_beams, order=cfg.union_order,
+                                 joint_top=cfg.spread_top == "joint")
+
+
 def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: Path | None = None, log=print) -> dict:
     """Score the run's model and each baseline on the same evaluation set; write ``RUN/metrics.json`` and the
     per-sample values ``RUN/per_sample.parquet`` (with ``eval.bootstrap`` > 0, metrics.json's ``uncertainty``
@@ -173,7 +187,6 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
     from onerec.checkpoint import load_run
     from onerec.evaluate import compare
     from onerec.evaluate.baselines.popularity import Popularity
-    from onerec.evaluate.generative import GenerativeRecommender
 
     torch.set_num_threads(cfg.threads)
     run = Path(run)
@@ -192,12 +205,10 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
     evset = evaluation_set(data_dir, cfg)
     if evset.n_items != int(info["n_items"]):
         raise OnerecError(f"{data_dir}: {evset.n_items} items but the run {run} was trained on {info['n_items']}")
-    # an item-wise model (max_session_items = 1, TIGER-style) answers a next-session request like the baselines:
-    # its ranked next items, the first m of them the session (EVAL.md §2)
     item_wise = int(model.config.max_session_items) == 1
-    m = 1 if evset.protocol == "loo" or item_wise or cfg.next_item_lists else cfg.m
-    if cfg.beam_size < max(cfg.ks(evset.protocol)) and evset.protocol == "loo":
-        raise OnerecError(f"eval.beam_size={cfg.beam_size} < K={max(cfg.ks('loo'))}: beam search cannot return K items")
+    t0 = time.perf_counter()
+    gen = generative_recommender(model, evset.protocol, cfg)
+    m = gen.m
     samples = evset.valid if cfg.split == "valid" else evset.test
     result: dict[str, Any] = {
         "protocol": evset.protocol, "split": cfg.split, "data": str(data_dir.resolve()),
@@ -208,9 +219,6 @@ def evaluate_run(run: Path, cfg: EvalConfig, baselines: list[Path] = (), data: P
         "eval_config": to_dict(cfg), "models": {},
     }
     per_sample: dict[str, dict[str, np.ndarray]] = {name: {} for name in ("onerec", "popularity")}
-    t0 = time.perf_counter()
-    gen = GenerativeRecommender(model, cfg.beam_size, m, spread=cfg.spread_beams, order=cfg.union_order,
-                                joint_top=cfg.spread_top == "joint")
     result["models"]["onerec"] = (score(gen, evset, cfg.split, cfg, "onerec", per_sample["onerec"]) | gen.health()
                                   | {"eval_seconds": time.perf_counter() - t0})
     log(f"onerec: {result['models']['onerec']}")

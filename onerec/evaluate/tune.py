@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from onerec.checkpoint import DECODING_KNOBS as KNOBS  # the knobs run.json can record
 from onerec.config import to_dict
 from onerec.evaluate import EvalConfig
 from onerec.io import OnerecError, read_json, write_json
 
-KNOBS = ("item_head_weight", "copy_gate_bias")
 TUNING_JSON = "tuning.json"
 
 
@@ -48,19 +48,14 @@ def parse_grid(text: str, knob: str) -> list[float]:
     return values
 
 
-def _set_knob(model: Any, knob: str, value: float) -> None:
-    (model.set_item_head_weight if knob == "item_head_weight" else model.set_copy_gate_bias)(value)
-
-
 def tune_run(run: Path, cfg: EvalConfig, knob: str, grid: list[float], metric: str = "recall@10",
              apply: bool = False, data: Path | None = None, log=print) -> dict[str, Any]:
     """Score the run at each grid value of ``knob`` on the validation split; write ``RUN/tuning.json`` (and with
     ``apply`` the run's ``decoding`` table); returns this knob's entry."""
     import torch
 
-    from onerec.checkpoint import RUN_JSON, load_run
-    from onerec.evaluate.generative import GenerativeRecommender
-    from onerec.evaluate.runner import evaluation_set, score
+    from onerec.checkpoint import RUN_JSON, load_run, set_decoding_knob
+    from onerec.evaluate.runner import evaluation_set, generative_recommender, score
 
     if cfg.split != "valid":
         raise OnerecError(f"onerec tune reads the validation split only (eval.split={cfg.split!r} given)")
@@ -74,18 +69,15 @@ def tune_run(run: Path, cfg: EvalConfig, knob: str, grid: list[float], metric: s
         raise OnerecError(f"{run / RUN_JSON}: data directory {data_dir} has no samples.parquet (pass --data)")
     # refuse a knob the model lacks before any scoring
     for value in grid:
-        _set_knob(model, knob, value)
+        set_decoding_knob(model, knob, value)
     evset = evaluation_set(data_dir, dataclasses.replace(cfg, split="valid"))
     if evset.n_items != int(info["n_items"]):
         raise OnerecError(f"{data_dir}: {evset.n_items} items but the run {run} was trained on {info['n_items']}")
-    item_wise = int(model.config.max_session_items) == 1
-    m = 1 if evset.protocol == "loo" or item_wise or cfg.next_item_lists else cfg.m
     rows = []
     for value in grid:
-        _set_knob(model, knob, value)
+        set_decoding_knob(model, knob, value)
         t0 = time.perf_counter()
-        gen = GenerativeRecommender(model, cfg.beam_size, m, spread=cfg.spread_beams, order=cfg.union_order,
-                                    joint_top=cfg.spread_top == "joint")
+        gen = generative_recommender(model, evset.protocol, cfg)
         metrics = score(gen, evset, "valid", cfg, f"{knob}={value:g}", {}) | gen.health()
         if metric not in metrics:
             raise OnerecError(f"--metric {metric!r}: not a metric of the {evset.protocol} protocol "
