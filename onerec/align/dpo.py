@@ -353,7 +353,8 @@ def save_policy(policy: Any, parent_info: dict[str, Any], round_dir: Path, round
     sha = ckpt.save_weights(weights, round_dir / ckpt.WEIGHTS)
     version = f"r{round_index}-{sha[:10]}"
     # a decoding knob chosen on validation for the parent's weights (`onerec tune --apply`) is not the policy's
-    info = {**{k: v for k, v in parent_info.items() if k != "decoding"}, "weights_sha256": sha, "version": version, "align_round": round_index,
+    parent = {k: v for k, v in parent_info.items() if k != "decoding"}
+    info = {**parent, "weights_sha256": sha, "version": version, "align_round": round_index,
             "parent_version": parent_info.get("version"), "align_config": to_dict(cfg)}
     ckpt.write_run_info(round_dir, info)
     return version
